@@ -1,0 +1,3 @@
+from lorabench.cli import app
+
+app(prog_name="lorabench")

@@ -1,0 +1,24 @@
+"""The `lorabench` command line. Commands are thin: parse, call, print."""
+
+import typer
+
+from lorabench.cli.jobs import cancel_command, retry_command, status_command
+from lorabench.cli.plan import plan_command
+from lorabench.cli.quickstart import quickstart_command
+from lorabench.cli.report import report_command
+from lorabench.cli.work import work_command
+
+app = typer.Typer(
+    name="lorabench",
+    help="Benchmark LoRA variants fairly: plan sweeps, run workers, report the paper's tables.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("plan")(plan_command)
+app.command("work")(work_command)
+app.command("status")(status_command)
+app.command("retry")(retry_command)
+app.command("cancel")(cancel_command)
+app.command("report")(report_command)
+app.command("quickstart")(quickstart_command)

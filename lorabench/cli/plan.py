@@ -1,0 +1,150 @@
+"""`lorabench plan`: expand a sweep into jobs in the queue."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lorabench.cli.common import DbOption, console, split_list, user_errors
+
+# Flags that name one JobConfig axis each; a comma-separated value sweeps it.
+AXIS_FLAGS = {
+    "task": "Task name(s), e.g. bbc-news.",
+    "model": "Model name(s) or local path(s).",
+    "variant": "Variant name(s), e.g. lora,rslora.",
+    "lr": "Learning rate(s), e.g. 1e-5,1e-4.",
+    "seed": "Seed(s).",
+    "rank": "LoRA rank(s).",
+    "alpha": "LoRA alpha(s).",
+    "dropout": "Adapter dropout(s).",
+    "epochs": "Epoch count(s).",
+    "max_steps": "Optimizer steps (overrides epochs).",
+    "batch_size": "Batch size(s).",
+    "grad_accum": "Gradient accumulation step(s).",
+    "precision": "fp32 or bf16.",
+    "schedule": "linear or cosine.",
+    "max_length": "Maximum sequence length(s).",
+    "train_size": "Training examples used.",
+    "eval_size": "Evaluation examples used.",
+}
+
+
+def parse_scalar(text: str) -> Any:
+    """'1e-4' -> 1e-4, '8' -> 8, 'true' -> True, 'lora' -> 'lora' (TOML's rules)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_set(assignments: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {assignment!r}")
+        values[key.strip()] = parse_scalar(raw.strip())
+    return values
+
+
+def collect_overrides(
+    flags: dict[str, str | None], targets: str | None, assignments: list[str]
+) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for field, raw in flags.items():
+        items = split_list(raw)
+        if items is not None:
+            overrides[field] = [parse_scalar(item) for item in items]
+    if targets is not None:
+        overrides["targets"] = split_list(targets)
+    overrides.update(parse_set(assignments))
+    return overrides
+
+
+def plan_command(
+    sweep_file: Annotated[
+        Path | None, typer.Argument(help="Sweep file (TOML); flags override its keys.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Sweep name (default: file stem).")] = None,
+    task: Annotated[str | None, typer.Option(help=AXIS_FLAGS["task"])] = None,
+    model: Annotated[str | None, typer.Option(help=AXIS_FLAGS["model"])] = None,
+    variant: Annotated[str | None, typer.Option(help=AXIS_FLAGS["variant"])] = None,
+    lr: Annotated[str | None, typer.Option(help=AXIS_FLAGS["lr"])] = None,
+    seed: Annotated[str | None, typer.Option(help=AXIS_FLAGS["seed"])] = None,
+    rank: Annotated[str | None, typer.Option(help=AXIS_FLAGS["rank"])] = None,
+    alpha: Annotated[str | None, typer.Option(help=AXIS_FLAGS["alpha"])] = None,
+    dropout: Annotated[str | None, typer.Option(help=AXIS_FLAGS["dropout"])] = None,
+    epochs: Annotated[str | None, typer.Option(help=AXIS_FLAGS["epochs"])] = None,
+    max_steps: Annotated[str | None, typer.Option(help=AXIS_FLAGS["max_steps"])] = None,
+    batch_size: Annotated[str | None, typer.Option(help=AXIS_FLAGS["batch_size"])] = None,
+    grad_accum: Annotated[str | None, typer.Option(help=AXIS_FLAGS["grad_accum"])] = None,
+    precision: Annotated[str | None, typer.Option(help=AXIS_FLAGS["precision"])] = None,
+    schedule: Annotated[str | None, typer.Option(help=AXIS_FLAGS["schedule"])] = None,
+    max_length: Annotated[str | None, typer.Option(help=AXIS_FLAGS["max_length"])] = None,
+    train_size: Annotated[str | None, typer.Option(help=AXIS_FLAGS["train_size"])] = None,
+    eval_size: Annotated[str | None, typer.Option(help=AXIS_FLAGS["eval_size"])] = None,
+    targets: Annotated[
+        str | None, typer.Option(help="Module patterns to adapt, comma-separated (one value).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any other field: key=value (TOML value), repeatable."),
+    ] = None,
+    max_attempts: Annotated[int | None, typer.Option(help="Tries per job (default 3).")] = None,
+    priority: Annotated[int | None, typer.Option(help="Lower runs first (default 0).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Validate and count; write nothing.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Expand a sweep (file and/or flags) into jobs; jobs already planned are not added again."""
+    flags = {
+        "task": task, "model": model, "variant": variant, "lr": lr, "seed": seed, "rank": rank,
+        "alpha": alpha, "dropout": dropout, "epochs": epochs, "max_steps": max_steps,
+        "batch_size": batch_size, "grad_accum": grad_accum, "precision": precision,
+        "schedule": schedule, "max_length": max_length, "train_size": train_size,
+        "eval_size": eval_size,
+    }  # fmt: skip
+    with user_errors():
+        overrides = collect_overrides(flags, targets, set_ or [])
+        for key, value in (("name", name), ("max_attempts", max_attempts), ("priority", priority)):
+            if value is not None:
+                overrides[key] = value
+        result = plan(sweep_file, overrides, db=db, dry_run=dry_run)
+    if dry_run:
+        console.print(f"sweep [bold]{result['sweep']}[/]: {result['jobs']} jobs (dry run)")
+        return
+    console.print(
+        f"sweep [bold]{result['sweep']}[/]: [green]{result['new']} new[/] jobs, "
+        f"{result['existing']} already present"
+    )
+
+
+def plan(
+    sweep_file: Path | None, overrides: dict[str, Any], *, db: str | None, dry_run: bool = False
+) -> dict[str, Any]:
+    """Validate every job first, then write them all in one transaction (or nothing)."""
+    from lorabench.config import SweepSpec
+    from lorabench.store import enqueue, open_engine
+
+    if sweep_file is not None:
+        spec = SweepSpec.from_toml(sweep_file).override(overrides)
+    else:
+        spec = SweepSpec.from_mapping(overrides, source="command line")
+    jobs = spec.expand()
+    if dry_run:
+        return {"sweep": spec.name, "jobs": len(jobs)}
+    engine = open_engine(db, create=True)
+    spec_json = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    result = enqueue(
+        engine,
+        spec.name,
+        jobs,
+        spec_json=spec_json,
+        description=spec.description,
+        max_attempts=spec.max_attempts,
+        priority=spec.priority,
+    )
+    return {"sweep": result.sweep, "new": result.new, "existing": result.existing}

@@ -1,0 +1,71 @@
+"""`lorabench work`: run a worker until stopped (or until the queue is empty)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lorabench.cli.common import DbOption, console, err_console, quiet_libraries, user_errors
+
+
+def work_command(
+    gpu: Annotated[
+        str | None,
+        typer.Option(help="GPU index, or 'cpu'. Default: GPU 0 when CUDA is available."),
+    ] = None,
+    sweep: Annotated[str | None, typer.Option(help="Only run jobs of this sweep.")] = None,
+    max_jobs: Annotated[int | None, typer.Option(min=1, help="Stop after N jobs.")] = None,
+    exit_when_empty: Annotated[
+        bool, typer.Option(help="Exit when no job is claimable instead of waiting.")
+    ] = False,
+    runs_dir: Annotated[Path, typer.Option(help="Where job folders (checkpoints) go.")] = Path(
+        "runs"
+    ),
+    lease_seconds: Annotated[
+        float, typer.Option(min=1, help="Lease length; a dead worker's job is reclaimed after it.")
+    ] = 120.0,
+    heartbeat_seconds: Annotated[
+        float, typer.Option(min=0.1, help="Lease renewal interval (lease >= 4x this).")
+    ] = 20.0,
+    checkpoint_every: Annotated[
+        int, typer.Option(min=1, help="Checkpoint every N optimizer steps (and every epoch).")
+    ] = 50,
+    poll_seconds: Annotated[float, typer.Option(min=0.1, help="Wait between empty polls.")] = 5.0,
+    db: DbOption = None,
+) -> None:
+    """Claim jobs one at a time, train and evaluate each, write the metrics back."""
+    quiet_libraries()
+    with user_errors():
+        handled = run_worker(
+            db=db,
+            gpu=gpu,
+            sweep=sweep,
+            max_jobs=max_jobs,
+            exit_when_empty=exit_when_empty,
+            runs_dir=runs_dir,
+            lease_seconds=lease_seconds,
+            heartbeat_seconds=heartbeat_seconds,
+            checkpoint_every=checkpoint_every,
+            poll_seconds=poll_seconds,
+        )
+    console.print(f"worker finished: {handled} job(s) handled")
+
+
+def run_worker(*, db: str | None, gpu: str | None, **options: object) -> int:
+    from lorabench.store import open_engine
+    from lorabench.worker import Worker, WorkerSettings, WorkerView, pick_device
+
+    engine = open_engine(db)
+    device, warning = pick_device(gpu)
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {warning}")
+    settings = WorkerSettings(device=device, **options)  # type: ignore[arg-type]
+    console.print(f"worker on [bold]{device}[/], database {engine.url}")
+    with WorkerView(console) as view:
+        worker = Worker(engine, settings, view)
+        handled = worker.run()
+    if worker.stop_requested.is_set():
+        raise typer.Exit(130)
+    return handled

@@ -1,0 +1,46 @@
+"""The job database: schema, engines, queue operations."""
+
+from lorabench.store.engine import DEFAULT_DB, StoreError, normalise_url, open_engine
+from lorabench.store.queue import (
+    ClaimedJob,
+    EnqueueResult,
+    LeaseLost,
+    MetricRow,
+    cancel,
+    claim,
+    enqueue,
+    fail,
+    finish,
+    heartbeat,
+    orphaned_jobs,
+    reap_expired,
+    register_worker,
+    release,
+    retry,
+    set_out_dir,
+    stop_worker,
+)
+
+__all__ = [
+    "DEFAULT_DB",
+    "ClaimedJob",
+    "EnqueueResult",
+    "LeaseLost",
+    "MetricRow",
+    "StoreError",
+    "cancel",
+    "claim",
+    "enqueue",
+    "fail",
+    "finish",
+    "heartbeat",
+    "normalise_url",
+    "orphaned_jobs",
+    "open_engine",
+    "reap_expired",
+    "register_worker",
+    "release",
+    "retry",
+    "set_out_dir",
+    "stop_worker",
+]

@@ -1,0 +1,460 @@
+"""Queue operations on the job table: enqueue, claim, heartbeat, fenced finish/fail, cancel, retry.
+
+Every operation is one short transaction. On SQLite each write transaction starts with
+BEGIN IMMEDIATE (see engine.py), so concurrent workers queue on the lock instead of failing.
+Writes that carry a job's outcome are fenced by its lease token: a worker whose lease was
+taken over changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, insert, or_, select, true, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from lorabench.config import JobConfig
+from lorabench.store.models import Attempt, Job, Metric, Sweep, Worker
+
+
+class LeaseLost(RuntimeError):
+    """Another worker owns the job now; this worker's result must not be written."""
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    job_id: int
+    config: dict[str, Any]
+    lease_token: str
+    attempt_id: int
+    attempt_number: int
+    out_dir: str | None
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    split: str
+    name: str
+    step: int
+    value: float
+    epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    sweep: str
+    new: int
+    existing: int
+
+
+def _insert_ignoring_duplicates(engine: Engine, table: Any):  # noqa: ANN202
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
+        return sqlite_insert(table).on_conflict_do_nothing()
+    if dialect == "postgresql":
+        return pg_insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"database dialect {dialect!r} is not supported")
+
+
+def enqueue(
+    engine: Engine,
+    sweep: str,
+    jobs: Sequence[JobConfig],
+    *,
+    spec_json: str = "{}",
+    description: str = "",
+    max_attempts: int = 3,
+    priority: int = 0,
+) -> EnqueueResult:
+    """Add the jobs not yet present (by config hash), all in one transaction."""
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(
+            _insert_ignoring_duplicates(engine, Sweep).values(
+                name=sweep, description=description, spec=spec_json, created_at=now
+            )
+        )
+        conn.execute(
+            update(Sweep).where(Sweep.name == sweep).values(spec=spec_json, description=description)
+        )
+        sweep_id = conn.execute(select(Sweep.id).where(Sweep.name == sweep)).scalar_one()
+        new = 0
+        for job in jobs:
+            result = conn.execute(
+                _insert_ignoring_duplicates(engine, Job).values(
+                    sweep_id=sweep_id,
+                    config_hash=job.config_hash,
+                    group_hash=job.group_hash,
+                    config=job.canonical_json(),
+                    state="queued",
+                    priority=priority,
+                    max_attempts=max_attempts,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            new += result.rowcount
+    return EnqueueResult(sweep=sweep, new=new, existing=len(jobs) - new)
+
+
+def register_worker(engine: Engine, device: str) -> int:
+    now = time.time()
+    with engine.begin() as conn:
+        return conn.execute(
+            insert(Worker)
+            .values(
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                device=device,
+                started_at=now,
+                heartbeat_at=now,
+            )
+            .returning(Worker.id)
+        ).scalar_one()
+
+
+def stop_worker(engine: Engine, worker_id: int) -> None:
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(
+            update(Worker).where(Worker.id == worker_id).values(stopped_at=now, heartbeat_at=now)
+        )
+
+
+def reap_expired(engine: Engine, now: float | None = None) -> int:
+    """Settle running jobs whose worker died and that may not be claimed again."""
+    now = time.time() if now is None else now
+    expired = and_(Job.state == "running", Job.lease_expires_at < now)
+    with engine.begin() as conn:
+        cancelled = conn.execute(
+            update(Job)
+            .where(expired, Job.cancel_requested.is_(True))
+            .values(state="cancelled", lease_token=None, finished_at=now, updated_at=now)
+        ).rowcount
+        exhausted = conn.execute(
+            update(Job)
+            .where(expired, Job.attempts >= Job.max_attempts)
+            .values(
+                state="failed",
+                lease_token=None,
+                finished_at=now,
+                updated_at=now,
+                error=func.coalesce(Job.error, "")
+                + "worker lost (lease expired) on the last allowed attempt",
+            )
+        ).rowcount
+        conn.execute(
+            update(Attempt)
+            .where(
+                Attempt.outcome == "running",
+                Attempt.job_id.in_(select(Job.id).where(Job.state.in_(("cancelled", "failed")))),
+            )
+            .values(outcome="lost", ended_at=now, error="worker stopped heartbeating")
+        )
+    return cancelled + exhausted
+
+
+def claim(
+    engine: Engine,
+    worker_id: int,
+    *,
+    lease_seconds: float,
+    sweep: str | None = None,
+    now: float | None = None,
+) -> ClaimedJob | None:
+    """Atomically take the next claimable job: queued, or running with an expired lease."""
+    now = time.time() if now is None else now
+    reap_expired(engine, now)
+    token = secrets.token_hex(16)
+    claimable = and_(
+        or_(Job.state == "queued", and_(Job.state == "running", Job.lease_expires_at < now)),
+        Job.attempts < Job.max_attempts,
+        Job.cancel_requested.is_(False),
+    )
+    if sweep is not None:
+        claimable = and_(claimable, Job.sweep_id.in_(select(Sweep.id).where(Sweep.name == sweep)))
+    candidate = select(Job.id).where(claimable).order_by(Job.priority, Job.id).limit(1)
+    if engine.dialect.name == "postgresql":
+        candidate = candidate.with_for_update(skip_locked=True)
+    with engine.begin() as conn:
+        row = conn.execute(
+            update(Job)
+            .where(Job.id == candidate.scalar_subquery())
+            .values(
+                state="running",
+                worker_id=worker_id,
+                lease_token=token,
+                lease_expires_at=now + lease_seconds,
+                attempts=Job.attempts + 1,
+                started_at=func.coalesce(Job.started_at, now),
+                updated_at=now,
+            )
+            .returning(Job.id, Job.config, Job.attempts, Job.out_dir)
+        ).first()
+        if row is None:
+            return None
+        # The previous holder (if any) died without a word: its attempt is lost.
+        conn.execute(
+            update(Attempt)
+            .where(Attempt.job_id == row.id, Attempt.outcome == "running")
+            .values(outcome="lost", ended_at=now, error="worker stopped heartbeating")
+        )
+        number = conn.execute(
+            select(func.count()).select_from(Attempt).where(Attempt.job_id == row.id)
+        ).scalar_one()
+        attempt_id = conn.execute(
+            insert(Attempt)
+            .values(
+                job_id=row.id,
+                worker_id=worker_id,
+                number=number + 1,
+                lease_token=token,
+                started_at=now,
+            )
+            .returning(Attempt.id)
+        ).scalar_one()
+    return ClaimedJob(
+        job_id=row.id,
+        config=json.loads(row.config),
+        lease_token=token,
+        attempt_id=attempt_id,
+        attempt_number=number + 1,
+        out_dir=row.out_dir,
+    )
+
+
+def orphaned_jobs(engine: Engine, *, sweep: str | None = None, now: float | None = None) -> int:
+    """Running jobs whose worker has missed heartbeats: probably dead, claimable once the lease
+    runs out. A heartbeat renews the lease at least 4 times per lease length, so silence for
+    half a lease means at least two beats were missed."""
+    now = time.time() if now is None else now
+    silent = now - Job.updated_at > (Job.lease_expires_at - Job.updated_at) / 2
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.state == "running", silent, _select_jobs(sweep, None))
+        ).scalar_one()
+
+
+def _fenced(job_id: int, token: str):  # noqa: ANN202
+    return and_(Job.id == job_id, Job.lease_token == token, Job.state == "running")
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    cancel_requested: bool
+
+
+def heartbeat(
+    engine: Engine,
+    job_id: int,
+    token: str,
+    *,
+    worker_id: int,
+    lease_seconds: float,
+    progress: dict[str, Any] | None = None,
+) -> Heartbeat:
+    """Renew the lease (and publish progress). Raises LeaseLost if the job is no longer ours."""
+    now = time.time()
+    values: dict[str, Any] = {"lease_expires_at": now + lease_seconds, "updated_at": now}
+    if progress is not None:
+        values["progress"] = json.dumps(progress)
+    with engine.begin() as conn:
+        renewed = conn.execute(update(Job).where(_fenced(job_id, token)).values(**values)).rowcount
+        conn.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now))
+        if not renewed:
+            raise LeaseLost(f"job {job_id}: lease lost (another worker took it over)")
+        cancel = conn.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one()
+    return Heartbeat(cancel_requested=bool(cancel))
+
+
+def set_out_dir(engine: Engine, job_id: int, token: str, out_dir: str) -> None:
+    with engine.begin() as conn:
+        if not conn.execute(
+            update(Job).where(_fenced(job_id, token)).values(out_dir=out_dir)
+        ).rowcount:
+            raise LeaseLost(f"job {job_id}: lease lost before it started")
+
+
+def finish(
+    engine: Engine,
+    claimed: ClaimedJob,
+    metrics: Iterable[MetricRow],
+    *,
+    resumed_from_step: int | None = None,
+) -> None:
+    """Mark the job done and store its metrics, atomically. Raises LeaseLost if fenced out."""
+    now = time.time()
+    with engine.begin() as conn:
+        done = conn.execute(
+            update(Job)
+            .where(_fenced(claimed.job_id, claimed.lease_token))
+            .values(
+                state="done",
+                lease_token=None,
+                lease_expires_at=None,
+                finished_at=now,
+                updated_at=now,
+                error=None,
+            )
+        ).rowcount
+        if not done:
+            raise LeaseLost(f"job {claimed.job_id}: lease lost; result discarded")
+        rows = [
+            {
+                "job_id": claimed.job_id,
+                "attempt_id": claimed.attempt_id,
+                "split": m.split,
+                "name": m.name,
+                "step": m.step,
+                "epoch": m.epoch,
+                "value": m.value,
+            }
+            for m in metrics
+        ]
+        if rows:
+            conn.execute(insert(Metric), rows)
+        _end_attempt(conn, claimed, "done", None, now, resumed_from_step)
+
+
+def fail(
+    engine: Engine,
+    claimed: ClaimedJob,
+    error: str,
+    *,
+    transient: bool,
+    resumed_from_step: int | None = None,
+) -> str:
+    """Record a failure. Transient ones requeue the job while attempts remain.
+
+    Returns the job's new state. Raises LeaseLost if fenced out.
+    """
+    now = time.time()
+    with engine.begin() as conn:
+        job = conn.execute(
+            select(Job.attempts, Job.max_attempts).where(
+                _fenced(claimed.job_id, claimed.lease_token)
+            )
+        ).first()
+        if job is None:
+            raise LeaseLost(f"job {claimed.job_id}: lease lost; failure not recorded")
+        retry = transient and job.attempts < job.max_attempts
+        state = "queued" if retry else "failed"
+        message = error if retry or not transient else f"{error} (after {job.attempts} attempts)"
+        conn.execute(
+            update(Job)
+            .where(_fenced(claimed.job_id, claimed.lease_token))
+            .values(
+                state=state,
+                error=message,
+                lease_token=None,
+                lease_expires_at=None,
+                worker_id=None if retry else Job.worker_id,
+                finished_at=None if retry else now,
+                updated_at=now,
+            )
+        )
+        _end_attempt(
+            conn, claimed, "requeued" if retry else "failed", error, now, resumed_from_step
+        )
+    return state
+
+
+def release(
+    engine: Engine,
+    claimed: ClaimedJob,
+    *,
+    outcome: str,
+    reason: str,
+    resumed_from_step: int | None = None,
+) -> None:
+    """Give the job back without counting the attempt (Ctrl-C, SIGTERM) or cancel it."""
+    if outcome not in ("interrupted", "cancelled"):
+        raise ValueError(f"release outcome must be interrupted or cancelled, not {outcome!r}")
+    now = time.time()
+    values: dict[str, Any] = {
+        "lease_token": None,
+        "lease_expires_at": None,
+        "updated_at": now,
+    }
+    if outcome == "interrupted":
+        values.update(state="queued", worker_id=None, attempts=Job.attempts - 1)
+    else:
+        values.update(state="cancelled", finished_at=now, error=reason)
+    with engine.begin() as conn:
+        if not conn.execute(
+            update(Job).where(_fenced(claimed.job_id, claimed.lease_token)).values(**values)
+        ).rowcount:
+            raise LeaseLost(f"job {claimed.job_id}: lease lost")
+        _end_attempt(conn, claimed, outcome, reason, now, resumed_from_step)
+
+
+def _end_attempt(conn, claimed, outcome, error, now, resumed_from_step) -> None:  # noqa: ANN001
+    conn.execute(
+        update(Attempt)
+        .where(Attempt.id == claimed.attempt_id)
+        .values(outcome=outcome, error=error, ended_at=now, resumed_from_step=resumed_from_step)
+    )
+
+
+def _select_jobs(sweep: str | None, job_ids: Sequence[int] | None):  # noqa: ANN202
+    condition = and_(true())
+    if sweep is not None:
+        condition = and_(condition, Job.sweep_id.in_(select(Sweep.id).where(Sweep.name == sweep)))
+    if job_ids:
+        condition = and_(condition, Job.id.in_(list(job_ids)))
+    return condition
+
+
+def cancel(
+    engine: Engine, *, sweep: str | None = None, job_ids: Sequence[int] | None = None
+) -> tuple[int, int]:
+    """Cancel queued jobs now and ask running ones to stop. Returns (cancelled, requested)."""
+    now = time.time()
+    which = _select_jobs(sweep, job_ids)
+    with engine.begin() as conn:
+        cancelled = conn.execute(
+            update(Job)
+            .where(which, Job.state == "queued")
+            .values(state="cancelled", finished_at=now, updated_at=now, error="cancelled")
+        ).rowcount
+        requested = conn.execute(
+            update(Job)
+            .where(which, Job.state == "running")
+            .values(cancel_requested=True, updated_at=now)
+        ).rowcount
+    return cancelled, requested
+
+
+def retry(
+    engine: Engine,
+    *,
+    sweep: str | None = None,
+    job_ids: Sequence[int] | None = None,
+    states: Sequence[str] = ("failed", "cancelled"),
+) -> int:
+    """Queue failed/cancelled jobs again with a fresh attempt budget."""
+    now = time.time()
+    with engine.begin() as conn:
+        return conn.execute(
+            update(Job)
+            .where(_select_jobs(sweep, job_ids), Job.state.in_(list(states)))
+            .values(
+                state="queued",
+                attempts=0,
+                error=None,
+                cancel_requested=False,
+                worker_id=None,
+                finished_at=None,
+                updated_at=now,
+            )
+        ).rowcount

@@ -1,0 +1,105 @@
+"""The Task protocol: what the trainer needs from a benchmark, and the task registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    """Settings a job inherits from its task unless the sweep overrides them."""
+
+    model: str
+    targets: tuple[str, ...]
+    max_length: int
+    batch_size: int
+    epochs: int
+    schedule: str
+    train_size: int | None = None
+    eval_size: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What `lorabench tasks` shows and what `plan` validates against."""
+
+    name: str
+    family: str  # "nlu" | "nlg" | "ic"
+    primary_metric: str
+    metrics: tuple[str, ...]
+    defaults: TaskDefaults
+    needs_download: bool
+    summary: str
+
+
+class Task(Protocol):
+    """One benchmark bound to one model: data, batching, loss and evaluation.
+
+    Built per job by its `TaskInfo` factory, so tokenizer and label maps live on the
+    instance and nothing is shared between jobs.
+    """
+
+    info: TaskInfo
+    head_modules: tuple[str, ...]  # modules trained in full beside the adapters (a new head)
+
+    def load_model(self) -> nn.Module: ...
+
+    def load(self, split: str) -> Sequence[dict[str, Any]]: ...
+
+    def collate(self, examples: Sequence[dict[str, Any]]) -> Batch: ...
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor: ...
+
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """The part of a job's config a task needs to build itself."""
+
+    model: str
+    max_length: int
+    seed: int
+    train_size: int | None
+    eval_size: int | None
+
+
+TaskFactory = Callable[[TaskSettings], Task]
+
+
+class UnknownTaskError(ValueError):
+    pass
+
+
+_REGISTRY: dict[str, tuple[TaskInfo, TaskFactory]] = {}
+
+
+def register_task(info: TaskInfo, factory: TaskFactory) -> None:
+    if info.name in _REGISTRY:
+        raise ValueError(f"task {info.name!r} is already registered")
+    _REGISTRY[info.name] = (info, factory)
+
+
+def task_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_task_info(name: str) -> TaskInfo:
+    try:
+        return _REGISTRY[name][0]
+    except KeyError:
+        raise UnknownTaskError(
+            f"unknown task {name!r}; known tasks: {', '.join(task_names())}"
+        ) from None
+
+
+def build_task(name: str, settings: TaskSettings) -> Task:
+    get_task_info(name)
+    return _REGISTRY[name][1](settings)

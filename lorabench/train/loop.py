@@ -1,0 +1,264 @@
+"""The training loop: AdamW + warmup/decay, evaluation per epoch, checkpoints and resume."""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import get_scheduler
+
+from lorabench.config import JobConfig
+from lorabench.tasks import Task, TaskSettings, build_task
+from lorabench.train.checkpoint import load_checkpoint, save_checkpoint
+from lorabench.train.errors import Interrupted, NonFiniteLoss
+from lorabench.variants import adapter_state_dict, inject, load_adapter_state_dict
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    """Everything a finished job reports; `metrics` rows are (split, name, step, epoch, value)."""
+
+    metrics: list[tuple[str, str, int, int | None, float]]
+    summary: dict[str, float]
+    resumed_from_step: int | None
+
+
+@dataclass
+class _History:
+    losses: list[tuple[int, int, float, float]] = field(
+        default_factory=list
+    )  # step, epoch, loss, lr
+    evals: list[tuple[int, int, dict[str, float]]] = field(default_factory=list)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "losses": [list(row) for row in self.losses],
+            "evals": [[epoch, step, dict(m)] for epoch, step, m in self.evals],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _History:
+        return cls(
+            losses=[(int(s), int(e), float(v), float(lr)) for s, e, v, lr in state["losses"]],
+            evals=[(int(e), int(s), dict(m)) for e, s, m in state["evals"]],
+        )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How many optimizer steps the job takes, derived from data size and config."""
+
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
+    warmup_steps: int
+
+    @classmethod
+    def for_job(cls, cfg: JobConfig, n_train: int) -> Schedule:
+        micro_batches = math.ceil(n_train / cfg.batch_size)
+        steps_per_epoch = math.ceil(micro_batches / cfg.grad_accum)
+        if cfg.max_steps is not None:  # like Hugging Face: max_steps overrides epochs
+            total = cfg.max_steps
+            epochs = math.ceil(total / steps_per_epoch)
+        else:
+            epochs = cfg.epochs
+            total = epochs * steps_per_epoch
+        return cls(steps_per_epoch, epochs, total, math.ceil(cfg.warmup_ratio * total))
+
+
+def resolve_device(requested: str) -> torch.device:
+    return torch.device(requested)
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    # A fresh generator per (seed, epoch): a resumed run replays the same data order.
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def train_job(
+    cfg: JobConfig,
+    out_dir: Path,
+    *,
+    device: str = "cpu",
+    on_progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_every: int = 50,
+) -> TrainResult:
+    """Train and evaluate one job, resuming from `out_dir`'s checkpoint if there is one."""
+    report = on_progress or (lambda _event: None)
+    stop = should_stop or (lambda: False)
+    dev = resolve_device(device)
+    torch.manual_seed(cfg.seed)
+    task = build_task(
+        cfg.task,
+        TaskSettings(
+            model=cfg.model,
+            max_length=cfg.max_length,
+            seed=cfg.seed,
+            train_size=cfg.train_size,
+            eval_size=cfg.eval_size,
+        ),
+    )
+    model = task.load_model()
+    injected = inject(
+        model,
+        cfg.variant,
+        targets=cfg.targets,
+        rank=cfg.rank,
+        alpha=cfg.alpha,
+        dropout=cfg.dropout,
+        params=cfg.variant_params,
+        trainable=task.head_modules,
+    )
+    model.to(dev)
+    train_data, eval_data = task.load("train"), task.load("validation")
+    plan = Schedule.for_job(cfg, len(train_data))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(
+        cfg.schedule,
+        optimizer,
+        num_warmup_steps=plan.warmup_steps,
+        num_training_steps=plan.total_steps,
+    )
+    history, step, resumed_from = _History(), 0, None
+    checkpoint = load_checkpoint(out_dir)
+    if checkpoint is not None and checkpoint.get("config_hash") == cfg.config_hash:
+        load_adapter_state_dict(model, checkpoint["adapter"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        torch.set_rng_state(checkpoint["rng_cpu"])
+        history, step = _History.from_state(checkpoint["history"]), int(checkpoint["step"])
+        resumed_from = step
+
+    def checkpoint_now() -> None:
+        save_checkpoint(
+            out_dir,
+            {
+                "config_hash": cfg.config_hash,
+                "step": step,
+                "adapter": {k: v.detach().cpu() for k, v in adapter_state_dict(model).items()},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "history": history.to_state(),
+            },
+        )
+
+    autocast = (
+        torch.autocast(dev.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
+    )
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    step_seconds: list[float] = []
+    started = time.perf_counter()
+    for epoch in range(len(history.evals), plan.epochs):
+        order = _epoch_order(len(train_data), cfg.seed, epoch)
+        first_step = epoch * plan.steps_per_epoch
+        last_step = min(first_step + plan.steps_per_epoch, plan.total_steps)
+        model.train()
+        while step < last_step:
+            tick = time.perf_counter()
+            loss = _optimizer_step(cfg, task, model, train_data, order, step - first_step, dev,
+                                   autocast, trainable)  # fmt: skip
+            if not math.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"training loss became {loss} at step {step + 1} (epoch {epoch + 1}) with "
+                    f"lr={cfg.lr:g}; the run diverged, so retrying would fail the same way"
+                )
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            step_seconds.append(time.perf_counter() - tick)
+            history.losses.append((step, epoch + 1, loss, lr))
+            report({"phase": "train", "epoch": epoch + 1, "epochs": plan.epochs, "step": step,
+                    "total_steps": plan.total_steps, "loss": loss, "lr": lr})  # fmt: skip
+            if stop():
+                checkpoint_now()
+                raise Interrupted(step)
+            if step % checkpoint_every == 0 and step < last_step:
+                checkpoint_now()
+        report({"phase": "eval", "epoch": epoch + 1, "epochs": plan.epochs, "step": step,
+                "total_steps": plan.total_steps})  # fmt: skip
+        scores = _evaluate(cfg, task, model, eval_data, dev, autocast)
+        history.evals.append((epoch + 1, step, scores))
+        checkpoint_now()
+    return _result(cfg, task, history, injected, plan, step_seconds,
+                   time.perf_counter() - started, _peak_memory_mb(dev), resumed_from)  # fmt: skip
+
+
+def _optimizer_step(cfg, task, model, data, order, step_in_epoch, dev, autocast, trainable):  # noqa: ANN001
+    """Forward/backward over the step's micro-batches; returns the step's mean loss."""
+    start = step_in_epoch * cfg.grad_accum * cfg.batch_size
+    stop = min(start + cfg.grad_accum * cfg.batch_size, len(order))
+    n_examples = stop - start
+    total = 0.0
+    for offset in range(start, stop, cfg.batch_size):
+        indices = order[offset : min(offset + cfg.batch_size, stop)]
+        batch = _to(task.collate([data[i] for i in indices]), dev)
+        with autocast:
+            loss = task.loss(model, batch)
+        # Weight by size so accumulated micro-batches equal one large batch exactly.
+        weight = len(indices) / n_examples
+        (loss * weight).backward()
+        total += loss.item() * weight
+    if cfg.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+    return total
+
+
+def _evaluate(cfg, task: Task, model, data: Sequence[dict], dev, autocast) -> dict[str, float]:  # noqa: ANN001
+    model.eval()
+    batches = (
+        _to(task.collate(data[i : i + cfg.batch_size]), dev)
+        for i in range(0, len(data), cfg.batch_size)
+    )
+    with autocast:
+        scores = task.evaluate(model, batches)
+    model.train()
+    return scores
+
+
+def _to(batch: dict[str, torch.Tensor], dev: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+
+
+def _result(cfg, task, history, injected, plan, step_seconds, seconds, peak_mb, resumed_from):  # noqa: ANN001
+    metrics: list[tuple[str, str, int, int | None, float]] = []
+    for step, epoch, loss, lr in history.losses:
+        metrics.append(("train", "loss", step, epoch, loss))
+        metrics.append(("train", "lr", step, epoch, lr))
+    for epoch, step, scores in history.evals:
+        metrics += [("eval", name, step, epoch, value) for name, value in scores.items()]
+    primary = task.info.primary_metric
+    best_epoch, _, best_scores = max(history.evals, key=lambda row: (row[2][primary], -row[0]))
+    summary = {
+        f"best_{primary}": best_scores[primary],
+        "best_epoch": float(best_epoch),
+        "total_steps": float(plan.total_steps),
+        "adapter_params": float(injected.adapter_params),
+        "trainable_params": float(injected.trainable_params),
+        "step_time_s": sum(step_seconds) / len(step_seconds) if step_seconds else float("nan"),
+        "train_seconds": seconds,
+        "peak_memory_mb": peak_mb,
+    }
+    metrics += [("summary", name, 0, None, value) for name, value in summary.items()]
+    return TrainResult(metrics=metrics, summary=summary, resumed_from_step=resumed_from)

@@ -1,0 +1,75 @@
+"""LoRA (Hu et al.): the baseline every other variant is compared against."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lorabench.variants.base import AdapterLinear, VariantSpec, register
+
+
+@dataclass(frozen=True)
+class LoRAParams:
+    """LoRA has no hyperparameters beyond rank, alpha and dropout."""
+
+
+class LoRALinear(AdapterLinear):
+    """W = W~ + s * B A with A: (rank, in), B: (out, rank), PEFT naming and shapes."""
+
+    variant_name = "lora"
+    params_cls = LoRAParams
+
+    def __init__(
+        self, base: nn.Linear, *, rank: int, alpha: float, dropout: float = 0.0, params: Any = None
+    ) -> None:
+        super().__init__(base, rank=rank, alpha=alpha, dropout=dropout, params=params)
+        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.empty(self.out_features, rank, **factory))
+        self.reset_adapter_parameters()
+
+    @property
+    def scaling(self) -> float:
+        # Eq. (1): s = alpha / r.
+        return self.alpha / self.rank
+
+    @torch.no_grad()
+    def reset_adapter_parameters(self) -> None:
+        # Eq. (88); same draw as PEFT's kaiming_uniform_(a=sqrt(5)), so seeds line up with it.
+        bound = 1.0 / math.sqrt(self.in_features)
+        self.lora_A.uniform_(-bound, bound)
+        # Eq. (88): B = 0 makes the freshly wrapped layer equal to the base layer.
+        self.lora_B.zero_()
+
+    def delta_weight(self) -> Tensor:
+        return (self.lora_B @ self.lora_A) * self.scaling
+
+    def adapter_forward(self, x: Tensor) -> Tensor:
+        # Eq. (134): two thin matmuls, O(r*(in+out)) per token instead of a dense delta.
+        x = x.to(self.lora_A.dtype)
+        return F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
+
+    @classmethod
+    def expected_param_count(
+        cls, in_features: int, out_features: int, rank: int, params: Any = None
+    ) -> int:
+        return rank * (in_features + out_features)
+
+
+SPEC = register(
+    VariantSpec(
+        name="lora",
+        layer_cls=LoRALinear,
+        params_cls=LoRAParams,
+        family="baseline",
+        equations="Eq. (1), (88), (134)",
+        merges=True,
+        peft=True,
+        summary="Low-rank update B A scaled by alpha/r; B starts at zero.",
+    )
+)

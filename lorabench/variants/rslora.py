@@ -1,0 +1,31 @@
+"""rsLoRA (Kalajdzievski): rank-stabilised scaling, otherwise plain LoRA (paper §II-C1)."""
+
+from __future__ import annotations
+
+import math
+
+from lorabench.variants.base import VariantSpec, register
+from lorabench.variants.lora import LoRALinear, LoRAParams
+
+
+class RsLoRALinear(LoRALinear):
+    variant_name = "rslora"
+
+    @property
+    def scaling(self) -> float:
+        # Eq. (61): alpha / sqrt(r) keeps the update scale rank-independent, so large r learns.
+        return self.alpha / math.sqrt(self.rank)
+
+
+SPEC = register(
+    VariantSpec(
+        name="rslora",
+        layer_cls=RsLoRALinear,
+        params_cls=LoRAParams,
+        family="optimization",
+        equations="Eq. (61)",
+        merges=True,
+        peft=True,
+        summary="LoRA with scaling alpha/sqrt(r) for rank-stable learning.",
+    )
+)

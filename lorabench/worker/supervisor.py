@@ -1,0 +1,225 @@
+"""The worker: claims jobs one at a time and trains each in a child process it supervises."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from lorabench.store import (
+    ClaimedJob,
+    LeaseLost,
+    MetricRow,
+    claim,
+    fail,
+    finish,
+    orphaned_jobs,
+    register_worker,
+    release,
+    set_out_dir,
+    stop_worker,
+)
+from lorabench.worker.child import run_child
+from lorabench.worker.heartbeat import Heartbeater
+from lorabench.worker.view import WorkerView, describe
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    device: str = "cpu"
+    sweep: str | None = None
+    max_jobs: int | None = None
+    exit_when_empty: bool = False
+    runs_dir: Path = Path("runs")
+    lease_seconds: float = 120.0
+    heartbeat_seconds: float = 20.0
+    poll_seconds: float = 5.0
+    checkpoint_every: int = 50
+    stop_grace_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.lease_seconds < 4 * self.heartbeat_seconds:
+            raise ValueError(
+                f"the lease ({self.lease_seconds:g} s) must be at least 4x the heartbeat "
+                f"interval ({self.heartbeat_seconds:g} s), so one slow beat cannot lose it"
+            )
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    # A fork server imports torch and transformers once; each job then starts in well under a
+    # second, and never inherits the supervisor's threads (which plain fork would).
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["lorabench.worker.child", "lorabench.train"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+class Worker:
+    def __init__(self, engine: Engine, settings: WorkerSettings, view: WorkerView) -> None:
+        self.engine, self.settings, self.view = engine, settings, view
+        self.stop_requested = threading.Event()
+        self.context = _context()
+        self.worker_id: int | None = None
+        self.completed = 0
+
+    def request_stop(self, *_signal: object) -> None:
+        if self.stop_requested.is_set():
+            return
+        self.stop_requested.set()
+        self.view.say("[yellow]stopping: the running job is checkpointed and requeued")
+
+    def run(self) -> int:
+        """Claim and run jobs until told to stop; returns the number of jobs handled."""
+        previous = {
+            sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        self.worker_id = register_worker(self.engine, self.settings.device)
+        try:
+            while not self.stop_requested.is_set():
+                if self.settings.max_jobs is not None and self.completed >= self.settings.max_jobs:
+                    break
+                claimed = claim(
+                    self.engine,
+                    self.worker_id,
+                    lease_seconds=self.settings.lease_seconds,
+                    sweep=self.settings.sweep,
+                )
+                if claimed is None:
+                    # A dead worker's job becomes claimable when its lease runs out: wait for it.
+                    orphans = orphaned_jobs(self.engine, sweep=self.settings.sweep)
+                    if self.settings.exit_when_empty and not orphans:
+                        break
+                    self.stop_requested.wait(self.settings.poll_seconds)
+                    continue
+                self.run_one(claimed)
+                self.completed += 1
+        finally:
+            stop_worker(self.engine, self.worker_id)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return self.completed
+
+    def run_one(self, claimed: ClaimedJob) -> None:
+        out_dir = claimed.out_dir or str(
+            self.settings.runs_dir.resolve() / f"job-{claimed.job_id:06d}"
+        )
+        try:
+            set_out_dir(self.engine, claimed.job_id, claimed.lease_token, out_dir)
+        except LeaseLost:
+            return
+        label = describe(claimed.job_id, claimed.config)
+        self.view.job_started(claimed.job_id, claimed.config, claimed.attempt_number)
+        beat = Heartbeater(
+            self.engine,
+            claimed,
+            worker_id=self.worker_id,
+            lease_seconds=self.settings.lease_seconds,
+            interval=self.settings.heartbeat_seconds,
+        )
+        beat.start()
+        events = self.context.Queue()
+        child = self.context.Process(
+            target=run_child,
+            args=(
+                claimed.config,
+                out_dir,
+                self.settings.device,
+                self.settings.checkpoint_every,
+                os.getpid(),
+                events,
+            ),
+            name=f"lorabench-job-{claimed.job_id}",
+        )
+        child.start()
+        try:
+            kind, payload = self._supervise(child, events, beat)
+        finally:
+            beat.halt()
+            if child.is_alive():
+                child.kill()
+            child.join()
+        self._record(claimed, label, kind, payload)
+
+    def _supervise(self, child: Any, events: Any, beat: Heartbeater) -> tuple[str, dict[str, Any]]:
+        """Relay progress until the child reports an outcome, dies, or must be stopped."""
+        stopping_since: float | None = None
+        reason = "interrupted"
+        while True:
+            try:
+                kind, payload = events.get(timeout=0.2)
+            except queue.Empty:
+                kind, payload = None, {}
+            if kind == "progress":
+                beat.progress = payload
+                self.view.update(payload)
+            elif kind is not None:
+                return ("cancelled" if kind == "interrupted" and reason == "cancelled" else kind,
+                        payload)  # fmt: skip
+            if beat.lost.is_set():
+                child.kill()
+                return "lost", {}
+            if stopping_since is None and (self.stop_requested.is_set() or beat.cancel.is_set()):
+                reason = "cancelled" if beat.cancel.is_set() else "interrupted"
+                child.terminate()  # SIGTERM: the child checkpoints at the end of its step
+                stopping_since = time.monotonic()
+            grace = self.settings.stop_grace_seconds
+            if stopping_since is not None and time.monotonic() - stopping_since > grace:
+                child.kill()
+                return reason, {}
+            if not child.is_alive():
+                try:  # the final event may still be in flight
+                    kind, payload = events.get(timeout=1.0)
+                    if kind != "progress":
+                        return kind, payload
+                except queue.Empty:
+                    pass
+                if stopping_since is not None:
+                    return reason, {}
+                return "crashed", {"exitcode": child.exitcode}
+
+    def _record(self, claimed: ClaimedJob, label: str, kind: str, payload: dict[str, Any]) -> None:
+        resumed = payload.get("resumed_from_step")
+        try:
+            if kind == "done":
+                rows = [MetricRow(split=s, name=n, step=st, epoch=e, value=v)
+                        for s, n, st, e, v in payload["metrics"]]  # fmt: skip
+                finish(self.engine, claimed, rows, resumed_from_step=resumed)
+                best = {r.name: r.value for r in rows if r.split == "summary"}
+                score = next((f"{k.removeprefix('best_')} {v:.4f}" for k, v in best.items()
+                              if k.startswith("best_") and k != "best_epoch"), "")  # fmt: skip
+                resumed_note = f", resumed from step {resumed}" if resumed else ""
+                self.view.job_ended(f"[green]done[/] {label}: {score}{resumed_note}")
+            elif kind == "error":
+                state = fail(self.engine, claimed, payload["message"],
+                             transient=payload["transient"])  # fmt: skip
+                self.view.job_ended(f"[red]{state}[/] {label}: {payload['message']}")
+            elif kind == "crashed":
+                message = _exit_description(payload["exitcode"])
+                state = fail(self.engine, claimed, message, transient=True)
+                self.view.job_ended(f"[red]{state}[/] {label}: {message}")
+            elif kind in ("interrupted", "cancelled"):
+                release(self.engine, claimed, outcome=kind, reason=kind)
+                self.view.job_ended(f"[yellow]{kind}[/] {label} (checkpoint kept)")
+            elif kind == "lost":
+                self.view.job_ended(f"[red]lease lost[/] {label}: another worker owns it now")
+        except LeaseLost:
+            self.view.job_ended(f"[red]lease lost[/] {label}: result not written")
+
+
+def _exit_description(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = (
+            " (out of memory? the kernel's OOM killer sends SIGKILL)" if name == "SIGKILL" else ""
+        )
+        return f"training process killed by {name}{hint}"
+    return f"training process exited with code {exitcode} without reporting a result"

@@ -1,0 +1,114 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from lorabench.config import ConfigError, JobConfig, SweepSpec, resolve_job
+from lorabench.tasks import get_task_info
+
+
+def job(**values):
+    return resolve_job({"task": "bbc-news", "variant": "lora", "lr": 1e-4, **values})
+
+
+def test_task_defaults_fill_unset_fields():
+    cfg = job()
+    defaults = get_task_info("bbc-news").defaults
+    assert cfg.model == defaults.model
+    assert cfg.targets == defaults.targets
+    assert (cfg.rank, cfg.alpha, cfg.dropout) == (8, 16.0, 0.0)  # the paper's defaults
+    assert cfg.warmup_ratio == 0.03
+
+
+def test_equal_numbers_written_differently_hash_the_same():
+    assert job(lr=1e-4).config_hash == job(lr=0.0001).config_hash
+    assert job(alpha=16).config_hash == job(alpha=16.0).config_hash
+    assert job(weight_decay=-0.0).config_hash == job(weight_decay=0.0).config_hash
+    assert job(lr=1e-4).config_hash != job(lr=2e-4).config_hash
+
+
+def test_canonical_json_is_sorted_and_compact():
+    text = job().canonical_json()
+    data = json.loads(text)
+    assert list(data) == sorted(data)
+    assert ", " not in text and ": " not in text
+    assert JobConfig(**data).config_hash == job().config_hash  # round trip
+
+
+def test_group_hash_ignores_only_the_seed():
+    assert job(seed=0).group_hash == job(seed=1).group_hash
+    assert job(seed=0).config_hash != job(seed=1).config_hash
+    assert job(rank=4).group_hash != job(rank=8).group_hash
+
+
+def test_sweep_expands_the_cross_product_without_duplicates():
+    spec = SweepSpec.from_mapping(
+        {
+            "task": "bbc-news",
+            "variant": ["lora", "rslora"],
+            "lr": [1e-4, 1e-3, 0.001],
+            "seed": [0, 1],
+        }
+    )
+    jobs = spec.expand()
+    assert len(jobs) == 2 * 2 * 2  # 1e-3 and 0.001 are one value
+    assert len({j.config_hash for j in jobs}) == 8
+
+
+def test_toml_file_and_cli_override(tmp_path: Path):
+    path = tmp_path / "mysweep.toml"
+    path.write_text(
+        'task = "bbc-news"\nvariant = ["lora", "rslora"]\nlr = [1e-5, 1e-4]\n'
+        'targets = ["query", "value"]\n'
+    )
+    spec = SweepSpec.from_toml(path)
+    assert spec.name == "mysweep"
+    jobs = spec.expand()
+    assert len(jobs) == 4
+    assert {j.targets for j in jobs} == {("query", "value")}  # one list is one value
+    narrowed = spec.override({"variant": ["rslora"], "seed": [3]})
+    assert {(j.variant, j.seed) for j in narrowed.expand()} == {("rslora", 3)}
+
+
+def test_list_of_target_lists_is_an_axis():
+    spec = SweepSpec.from_mapping(
+        {"task": "bbc-news", "variant": "lora", "lr": 1e-4, "targets": [["query"], ["value"]]}
+    )
+    assert sorted(j.targets for j in spec.expand()) == [("query",), ("value",)]
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"variant": "nosuch"}, "'variant'"),
+        ({"lr": -1e-3}, "'lr'"),
+        ({"rank": 0}, "'rank'"),
+        ({"precision": "fp8"}, "'precision'"),
+        ({"task": "nosuch"}, "'task'"),
+        ({"dropout": 1.5}, "'dropout'"),
+    ],
+)
+def test_invalid_values_name_the_field(values, field):
+    with pytest.raises(ConfigError, match=field):
+        SweepSpec.from_mapping(
+            {"task": "bbc-news", "variant": "lora", "lr": 1e-4, **values}
+        ).expand()
+
+
+def test_unknown_key_is_rejected_with_the_allowed_keys():
+    with pytest.raises(ConfigError, match=r"unknown key 'learning_rate'.*allowed keys: .*\blr\b"):
+        SweepSpec.from_mapping({"task": "bbc-news", "learning_rate": 1e-4})
+
+
+def test_unknown_variant_param_is_rejected():
+    with pytest.raises(ConfigError, match="foo"):
+        job(variant_params={"foo": 1})
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        SweepSpec.from_toml(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("lr = [1e-4,\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        SweepSpec.from_toml(bad)

@@ -1,0 +1,176 @@
+"""Queue semantics on a real SQLite file: idempotence, leases, fencing, retries, cancel."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from lorabench.config import resolve_job
+from lorabench.store import (
+    LeaseLost,
+    MetricRow,
+    StoreError,
+    cancel,
+    claim,
+    enqueue,
+    fail,
+    finish,
+    heartbeat,
+    open_engine,
+    register_worker,
+    release,
+    retry,
+)
+from lorabench.store.models import Attempt, Job, Metric
+
+
+def configs(n: int):
+    return [
+        resolve_job({"task": "bbc-news", "variant": "lora", "lr": 1e-4, "seed": s})
+        for s in range(n)
+    ]
+
+
+@pytest.fixture
+def engine(tmp_path: Path):
+    return open_engine(str(tmp_path / "queue.db"), create=True)
+
+
+def states(engine) -> dict[int, str]:
+    with engine.connect() as conn:
+        return dict(conn.execute(select(Job.id, Job.state)).all())
+
+
+def test_enqueue_is_idempotent(engine):
+    first = enqueue(engine, "s", configs(3))
+    again = enqueue(engine, "s", configs(4))
+    assert (first.new, first.existing) == (3, 0)
+    assert (again.new, again.existing) == (1, 3)
+    assert len(states(engine)) == 4
+
+
+def test_claim_takes_jobs_in_priority_then_id_order_and_each_once(engine):
+    enqueue(engine, "low", configs(2), priority=5)
+    enqueue(engine, "high", configs(3)[2:], priority=0)
+    worker = register_worker(engine, "cpu")
+    claimed = [claim(engine, worker, lease_seconds=60) for _ in range(4)]
+    assert [c.job_id if c else None for c in claimed] == [3, 1, 2, None]
+    assert claimed[0].config["seed"] == 2
+    assert set(states(engine).values()) == {"running"}
+
+
+def test_claim_can_be_limited_to_a_sweep(engine):
+    enqueue(engine, "a", configs(1))
+    enqueue(engine, "b", configs(2)[1:])
+    worker = register_worker(engine, "cpu")
+    assert claim(engine, worker, lease_seconds=60, sweep="b").job_id == 2
+    assert claim(engine, worker, lease_seconds=60, sweep="b") is None
+
+
+def test_expired_lease_is_reclaimed_and_the_old_token_is_fenced_out(engine):
+    enqueue(engine, "s", configs(1))
+    w1, w2 = register_worker(engine, "cpu"), register_worker(engine, "cpu")
+    first = claim(engine, w1, lease_seconds=60)
+    assert claim(engine, w2, lease_seconds=60) is None  # lease still valid
+    second = claim(engine, w2, lease_seconds=60, now=time.time() + 61)
+    assert second is not None and second.job_id == first.job_id
+    assert second.attempt_number == 2 and second.lease_token != first.lease_token
+    with pytest.raises(LeaseLost):
+        heartbeat(engine, first.job_id, first.lease_token, worker_id=w1, lease_seconds=60)
+    with pytest.raises(LeaseLost):
+        finish(engine, first, [MetricRow("eval", "accuracy", 1, 0.5, epoch=1)])
+    with pytest.raises(LeaseLost):
+        fail(engine, first, "boom", transient=False)
+    finish(engine, second, [MetricRow("eval", "accuracy", 1, 0.9, epoch=1)])
+    with engine.connect() as conn:
+        outcomes = conn.execute(
+            select(Attempt.number, Attempt.outcome).order_by(Attempt.number)
+        ).all()
+        values = conn.execute(select(Metric.value)).scalars().all()
+    assert outcomes == [(1, "lost"), (2, "done")]
+    assert values == [0.9]  # the stale worker wrote nothing
+
+
+def test_heartbeat_renews_the_lease_and_publishes_progress(engine):
+    enqueue(engine, "s", configs(1))
+    worker = register_worker(engine, "cpu")
+    claimed = claim(engine, worker, lease_seconds=5)
+    heartbeat(engine, claimed.job_id, claimed.lease_token, worker_id=worker, lease_seconds=600,
+              progress={"step": 3})  # fmt: skip
+    # Without the renewal this would be reclaimable 10 s from now.
+    assert claim(engine, worker, lease_seconds=5, now=time.time() + 10) is None
+    with engine.connect() as conn:
+        assert json.loads(conn.execute(select(Job.progress)).scalar_one()) == {"step": 3}
+
+
+def test_transient_failures_retry_until_max_attempts_then_fail_keeping_every_error(engine):
+    enqueue(engine, "s", configs(1), max_attempts=2)
+    worker = register_worker(engine, "cpu")
+    first = claim(engine, worker, lease_seconds=60)
+    assert fail(engine, first, "CUDA out of memory", transient=True) == "queued"
+    second = claim(engine, worker, lease_seconds=60)
+    assert fail(engine, second, "CUDA out of memory again", transient=True) == "failed"
+    assert claim(engine, worker, lease_seconds=60) is None
+    with engine.connect() as conn:
+        job = conn.execute(select(Job.state, Job.attempts, Job.error)).one()
+        errors = conn.execute(select(Attempt.error).order_by(Attempt.number)).scalars().all()
+    assert job == ("failed", 2, "CUDA out of memory again (after 2 attempts)")
+    assert errors == ["CUDA out of memory", "CUDA out of memory again"]
+
+
+def test_deterministic_failure_is_not_retried(engine):
+    enqueue(engine, "s", configs(1))
+    worker = register_worker(engine, "cpu")
+    assert (
+        fail(engine, claim(engine, worker, lease_seconds=60), "loss is nan", transient=False)
+        == "failed"
+    )
+    assert claim(engine, worker, lease_seconds=60) is None
+
+
+def test_dead_worker_on_last_attempt_fails_the_job(engine):
+    enqueue(engine, "s", configs(1), max_attempts=1)
+    worker = register_worker(engine, "cpu")
+    claim(engine, worker, lease_seconds=1)
+    assert claim(engine, worker, lease_seconds=1, now=time.time() + 5) is None
+    with engine.connect() as conn:
+        state, error = conn.execute(select(Job.state, Job.error)).one()
+    assert state == "failed" and "lease expired" in error
+
+
+def test_interruption_requeues_without_spending_an_attempt(engine):
+    enqueue(engine, "s", configs(1), max_attempts=1)
+    worker = register_worker(engine, "cpu")
+    release(
+        engine, claim(engine, worker, lease_seconds=60), outcome="interrupted", reason="SIGTERM"
+    )
+    again = claim(engine, worker, lease_seconds=60)
+    assert again is not None and again.attempt_number == 2
+    with engine.connect() as conn:
+        assert conn.execute(select(Job.attempts)).scalar_one() == 1
+
+
+def test_cancel_and_retry(engine):
+    enqueue(engine, "s", configs(3))
+    worker = register_worker(engine, "cpu")
+    running = claim(engine, worker, lease_seconds=60)
+    assert cancel(engine, sweep="s") == (2, 1)
+    beat = heartbeat(
+        engine, running.job_id, running.lease_token, worker_id=worker, lease_seconds=60
+    )
+    assert beat.cancel_requested
+    release(engine, running, outcome="cancelled", reason="cancelled")
+    assert set(states(engine).values()) == {"cancelled"}
+    assert retry(engine, sweep="s") == 3
+    assert set(states(engine).values()) == {"queued"}
+
+
+def test_read_only_engine_cannot_write_and_missing_database_is_a_clear_error(engine, tmp_path):
+    enqueue(engine, "s", configs(1))
+    reader = open_engine(str(tmp_path / "queue.db"), read_only=True)
+    with pytest.raises(Exception, match="readonly|read-only|attempt to write"):
+        enqueue(reader, "s", configs(2))
+    with pytest.raises(StoreError, match="no database at"):
+        open_engine(str(tmp_path / "nothing.db"))
