@@ -112,3 +112,11 @@ def test_unknown_report_names_are_clear_errors(tmp_path: Path):
     invoke("plan", "--db", db, *BASE)
     result = invoke("report", "--db", db, "--figure", "nope")
     assert result.exit_code == 2 and "available figures: lr-sweep" in result.output
+
+
+def test_example_sweep_file_plans_30_jobs(tmp_path: Path):
+    example = Path(__file__).parents[1] / "examples" / "bbc-news-lr.toml"
+    result = invoke("plan", str(example), "--dry-run", "--db", str(tmp_path / "x.db"))
+    assert result.exit_code == 0, result.output
+    assert "sweep bbc-news-lr: 30 jobs (dry run)" in result.output
+    assert not (tmp_path / "x.db").exists()

@@ -116,6 +116,19 @@ def test_sigterm_requeues_the_job_with_its_checkpoint_and_no_attempt_spent(tmp_p
     assert (Path(out_dir) / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
+def test_cancelling_a_running_job_stops_it_and_the_worker_moves_on(tmp_path: Path):
+    db = tmp_path / "sweep.db"
+    plan(db, "--lr", "1e-3", "--train-size", "160", "--epochs", "3")
+    plan(db, "--lr", "2e-3", "--train-size", "16", "--epochs", "1")
+    worker = start_worker(db, tmp_path)
+    wait_for(lambda: job_rows(db)[1][2].get("step", 0) >= 2, 240, worker)
+    assert CliRunner().invoke(app, ["cancel", "--db", str(db), "--jobs", "1"]).exit_code == 0
+    out, _ = worker.communicate(timeout=240)
+    assert worker.returncode == 0, out
+    assert {job: row[0] for job, row in job_rows(db).items()} == {1: "cancelled", 2: "done"}
+
+
 def test_gpu_0_without_cuda_warns_and_uses_the_cpu(tmp_path: Path, monkeypatch):
     import torch
 

@@ -28,13 +28,11 @@ def status_command(sweep: SweepOption = None, db: DbOption = None) -> None:
     """Jobs by state per sweep, running jobs with their progress, failed jobs with their error."""
     from sqlalchemy import func, select
 
-    from lorabench.store import open_engine
+    from lorabench.store import opened
     from lorabench.store.models import JOB_STATES, Job, Sweep, Worker
 
-    with user_errors():
-        engine = open_engine(db, read_only=True)
     scope = [Sweep.name == sweep] if sweep else []
-    with engine.connect() as conn:
+    with user_errors(), opened(db, read_only=True) as engine, engine.connect() as conn:
         counts = conn.execute(
             select(Sweep.name, Job.state, func.count())
             .join(Job, Job.sweep_id == Sweep.id)
@@ -102,23 +100,22 @@ def retry_command(
     db: DbOption = None,
 ) -> None:
     """Queue failed (and cancelled) jobs again with a fresh attempt budget."""
-    from lorabench.store import open_engine, retry
+    from lorabench.store import opened, retry
 
-    with user_errors():
-        engine = open_engine(db)
-        states = ("failed", "cancelled") if cancelled else ("failed",)
+    states = ("failed", "cancelled") if cancelled else ("failed",)
+    with user_errors(), opened(db) as engine:
         count = retry(engine, sweep=sweep, job_ids=_ids(jobs), states=states)
     console.print(f"requeued {count} job(s)")
 
 
 def cancel_command(sweep: SweepOption = None, jobs: JobIds = None, db: DbOption = None) -> None:
     """Cancel queued jobs; running ones stop at their next heartbeat (checkpoint kept)."""
-    from lorabench.store import cancel, open_engine
+    from lorabench.store import cancel, opened
 
     with user_errors():
         ids = _ids(jobs)
         if sweep is None and ids is None:
             raise ValueError("say what to cancel: --sweep NAME and/or --jobs 1,2,3")
-        engine = open_engine(db)
+    with user_errors(), opened(db) as engine:
         cancelled, requested = cancel(engine, sweep=sweep, job_ids=ids)
     console.print(f"cancelled {cancelled} queued job(s); asked {requested} running job(s) to stop")

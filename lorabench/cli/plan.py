@@ -127,7 +127,7 @@ def plan(
 ) -> dict[str, Any]:
     """Validate every job first, then write them all in one transaction (or nothing)."""
     from lorabench.config import SweepSpec
-    from lorabench.store import enqueue, open_engine
+    from lorabench.store import enqueue, opened
 
     if sweep_file is not None:
         spec = SweepSpec.from_toml(sweep_file).override(overrides)
@@ -136,15 +136,15 @@ def plan(
     jobs = spec.expand()
     if dry_run:
         return {"sweep": spec.name, "jobs": len(jobs)}
-    engine = open_engine(db, create=True)
     spec_json = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
-    result = enqueue(
-        engine,
-        spec.name,
-        jobs,
-        spec_json=spec_json,
-        description=spec.description,
-        max_attempts=spec.max_attempts,
-        priority=spec.priority,
-    )
+    with opened(db, create=True) as engine:
+        result = enqueue(
+            engine,
+            spec.name,
+            jobs,
+            spec_json=spec_json,
+            description=spec.description,
+            max_attempts=spec.max_attempts,
+            priority=spec.priority,
+        )
     return {"sweep": result.sweep, "new": result.new, "existing": result.existing}

@@ -57,7 +57,7 @@ def write_report(
 ) -> list[Path]:
     from lorabench.report.load import load_frames
     from lorabench.report.lr import lr_report
-    from lorabench.store import open_engine
+    from lorabench.store import opened
 
     formats = formats or ["md", "csv", "png"]
     if table is None and figure is None:
@@ -72,9 +72,8 @@ def write_report(
         raise ValueError(f"--format {unknown[0]!r}: choose from {', '.join(FORMATS)}")
     if rule not in ("best", "last"):
         raise ValueError(f"--rule {rule!r}: choose best or last")
-    engine = open_engine(db, read_only=True)
-    jobs, evals = load_frames(engine, sweep=sweep)
-    engine.dispose()
+    with opened(db, read_only=True) as engine:
+        jobs, evals = load_frames(engine, sweep=sweep)
     result = lr_report(
         jobs, evals, out_dir=out, table=table is not None, figure=figure is not None,
         task=task, metric=metric, rule=rule, formats=tuple(formats),

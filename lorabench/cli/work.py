@@ -54,16 +54,15 @@ def work_command(
 
 
 def run_worker(*, db: str | None, gpu: str | None, **options: object) -> int:
-    from lorabench.store import open_engine
+    from lorabench.store import opened
     from lorabench.worker import Worker, WorkerSettings, WorkerView, pick_device
 
-    engine = open_engine(db)
     device, warning = pick_device(gpu)
     if warning:
         err_console.print(f"[yellow]warning:[/] {warning}")
     settings = WorkerSettings(device=device, **options)  # type: ignore[arg-type]
-    console.print(f"worker on [bold]{device}[/], database {engine.url}")
-    with WorkerView(console) as view:
+    with opened(db) as engine, WorkerView(console) as view:
+        console.print(f"worker on [bold]{device}[/], database {engine.url}")
         worker = Worker(engine, settings, view)
         handled = worker.run()
     if worker.stop_requested.is_set():

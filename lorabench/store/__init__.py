@@ -1,6 +1,6 @@
 """The job database: schema, engines, queue operations."""
 
-from lorabench.store.engine import DEFAULT_DB, StoreError, normalise_url, open_engine
+from lorabench.store.engine import DEFAULT_DB, StoreError, normalise_url, open_engine, opened
 from lorabench.store.queue import (
     ClaimedJob,
     EnqueueResult,
@@ -37,6 +37,7 @@ __all__ = [
     "normalise_url",
     "orphaned_jobs",
     "open_engine",
+    "opened",
     "reap_expired",
     "register_worker",
     "release",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, select
@@ -110,6 +112,17 @@ def open_engine(db: str | None, *, read_only: bool = False, create: bool = False
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return _checked(engine, path, create=create)
+
+
+@contextmanager
+def opened(db: str | None, *, read_only: bool = False, create: bool = False) -> Iterator[Engine]:
+    """`open_engine` for the length of a command; closing its connections at the end keeps
+    SQLite's WAL checkpoint from happening later, at some garbage collection."""
+    engine = open_engine(db, read_only=read_only, create=create)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def _sqlite_read_only(path: Path) -> Engine:

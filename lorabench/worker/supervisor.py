@@ -67,15 +67,22 @@ class Worker:
     def __init__(self, engine: Engine, settings: WorkerSettings, view: WorkerView) -> None:
         self.engine, self.settings, self.view = engine, settings, view
         self.stop_requested = threading.Event()
+        self.stop_now = threading.Event()
         self.context = _context()
         self.worker_id: int | None = None
         self.completed = 0
 
     def request_stop(self, *_signal: object) -> None:
         if self.stop_requested.is_set():
+            # A second Ctrl-C: do not wait for the step to end; the last checkpoint stands.
+            self.stop_now.set()
+            self.view.say("[yellow]stopping now: resuming from the last periodic checkpoint")
             return
         self.stop_requested.set()
-        self.view.say("[yellow]stopping: the running job is checkpointed and requeued")
+        self.view.say(
+            "[yellow]stopping: the running job is checkpointed and requeued "
+            "(Ctrl-C again to stop at once)"
+        )
 
     def run(self) -> int:
         """Claim and run jobs until told to stop; returns the number of jobs handled."""
@@ -172,16 +179,14 @@ class Worker:
                 child.terminate()  # SIGTERM: the child checkpoints at the end of its step
                 stopping_since = time.monotonic()
             grace = self.settings.stop_grace_seconds
-            if stopping_since is not None and time.monotonic() - stopping_since > grace:
+            overdue = stopping_since is not None and time.monotonic() - stopping_since > grace
+            if overdue or self.stop_now.is_set():
                 child.kill()
                 return reason, {}
             if not child.is_alive():
-                try:  # the final event may still be in flight
-                    kind, payload = events.get(timeout=1.0)
-                    if kind != "progress":
-                        return kind, payload
-                except queue.Empty:
-                    pass
+                final = _final_event(events)
+                if final is not None:
+                    return final
                 if stopping_since is not None:
                     return reason, {}
                 return "crashed", {"exitcode": child.exitcode}
@@ -213,6 +218,17 @@ class Worker:
                 self.view.job_ended(f"[red]lease lost[/] {label}: another worker owns it now")
         except LeaseLost:
             self.view.job_ended(f"[red]lease lost[/] {label}: result not written")
+
+
+def _final_event(events: Any) -> tuple[str, dict[str, Any]] | None:
+    """The outcome a dead child may still have in flight, skipping progress events."""
+    while True:
+        try:
+            kind, payload = events.get(timeout=1.0)
+        except queue.Empty:
+            return None
+        if kind != "progress":
+            return kind, payload
 
 
 def _exit_description(exitcode: int | None) -> str:
