@@ -1,0 +1,3 @@
+"""lorabench: fair, resumable benchmarking of LoRA variants (see README.md)."""
+
+__version__ = "0.1.0"

@@ -174,3 +174,24 @@ def test_read_only_engine_cannot_write_and_missing_database_is_a_clear_error(eng
         enqueue(reader, "s", configs(2))
     with pytest.raises(StoreError, match="no database at"):
         open_engine(str(tmp_path / "nothing.db"))
+
+
+def test_sqlite_on_a_network_filesystem_is_refused(tmp_path: Path, monkeypatch):
+    import lorabench.store.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "filesystem_type", lambda path: "nfs4")
+    with pytest.raises(StoreError, match=r"network filesystem \(nfs4\).*PostgreSQL"):
+        open_engine(str(tmp_path / "shared.db"), create=True)
+    assert not (tmp_path / "shared.db").exists()
+
+
+def test_schema_from_a_newer_lorabench_is_refused(engine, tmp_path: Path):
+    from lorabench.store.models import SCHEMA_VERSION, SchemaVersion
+
+    with engine.begin() as conn:
+        conn.execute(
+            SchemaVersion.__table__.insert().values(version=SCHEMA_VERSION + 1, applied_at=0)
+        )
+    engine.dispose()
+    with pytest.raises(StoreError, match="newer lorabench"):
+        open_engine(str(tmp_path / "queue.db"))
