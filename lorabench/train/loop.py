@@ -75,10 +75,6 @@ class Schedule:
         return cls(steps_per_epoch, epochs, total, math.ceil(cfg.warmup_ratio * total))
 
 
-def resolve_device(requested: str) -> torch.device:
-    return torch.device(requested)
-
-
 def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     # A fresh generator per (seed, epoch): a resumed run replays the same data order.
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -103,7 +99,7 @@ def train_job(
     """Train and evaluate one job, resuming from `out_dir`'s checkpoint if there is one."""
     report = on_progress or (lambda _event: None)
     stop = should_stop or (lambda: False)
-    dev = resolve_device(device)
+    dev = torch.device(device)
     torch.manual_seed(cfg.seed)
     task = build_task(
         cfg.task,
