@@ -1,11 +1,15 @@
 """Adapter library: LoRA variants as drop-in nn.Linear wrappers plus a name registry."""
 
-# Importing the variant modules registers them; keep this list in sync with new variants.
-from lorabench.variants import lora, rslora  # noqa: F401
+import importlib
+import pkgutil
+
 from lorabench.variants.base import (
     FAMILIES,
     AdapterLinear,
     InvalidVariantParams,
+    PeftExport,
+    PeftSettings,
+    Site,
     UnknownVariantError,
     VariantSpec,
     build_params,
@@ -18,6 +22,7 @@ from lorabench.variants.inject import (
     InjectError,
     InjectReport,
     adapter_layers,
+    adapter_parameters,
     adapter_state_dict,
     inject,
     load_adapter_state_dict,
@@ -28,10 +33,19 @@ from lorabench.variants.inject import (
 from lorabench.variants.lora import LoRALinear, LoRAParams
 from lorabench.variants.rslora import RsLoRALinear
 
+# Every variant module registers itself on import; a new file in this folder is picked up.
+_INFRASTRUCTURE = {"base", "inject", "peft_export"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
 __all__ = [
     "FAMILIES",
     "AdapterLinear",
     "AdapterStateError",
+    "PeftExport",
+    "PeftSettings",
+    "Site",
     "InjectError",
     "InjectReport",
     "InvalidVariantParams",
@@ -41,6 +55,7 @@ __all__ = [
     "UnknownVariantError",
     "VariantSpec",
     "adapter_layers",
+    "adapter_parameters",
     "adapter_state_dict",
     "build_params",
     "get_variant",

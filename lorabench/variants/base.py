@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 FAMILIES = ("baseline", "rank", "optimization", "initialization", "moe")
 
@@ -25,6 +26,17 @@ class InvalidVariantParams(ValueError):
 
 
 @dataclass(frozen=True)
+class Site:
+    """One nn.Linear a variant wraps. `kind` (the last name component, e.g. "query") groups
+    "modules of the same type", which RaSA and DenseLoRA share parameters across."""
+
+    name: str
+    kind: str
+    in_features: int
+    out_features: int
+
+
+@dataclass(frozen=True)
 class NoParams:
     """Hyperparameters of a variant that has none beyond rank, alpha and dropout."""
 
@@ -34,6 +46,9 @@ class AdapterLinear(nn.Module):
 
     variant_name: ClassVar[str] = "abstract"
     params_cls: ClassVar[type] = NoParams
+    # False for variants whose method prescribes a non-zero initial update; each such variant
+    # tests its own initial delta explicitly.
+    zero_init: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -43,6 +58,8 @@ class AdapterLinear(nn.Module):
         alpha: float,
         dropout: float = 0.0,
         params: Any = None,
+        shared: nn.Module | None = None,
+        site: Site | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(base, nn.Linear):
@@ -69,6 +86,21 @@ class AdapterLinear(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
         self.disabled = False
+        # Recompute the adapter path in backward instead of storing its activations.
+        self.checkpoint_adapter = False
+        self.site = site or Site("", "", base.in_features, base.out_features)
+        if shared is None:
+            # Standalone layer of a sharing variant: it is its own group and owns the module.
+            shared = type(self).make_shared(
+                [self.site], rank=rank, alpha=self.alpha, params=params,
+                device=base.weight.device, dtype=base.weight.dtype,
+            )  # fmt: skip
+            if shared is not None:
+                self.own_shared = shared
+        else:
+            # Registered once on the model by inject(); a plain reference here keeps the
+            # optimizer, state_dict and parameter counts from seeing it once per layer.
+            object.__setattr__(self, "_shared_ref", shared)
 
     # --- to be provided by subclasses -------------------------------------------------------
     @property
@@ -91,8 +123,32 @@ class AdapterLinear(nn.Module):
     def expected_param_count(
         cls, in_features: int, out_features: int, rank: int, params: Any = None
     ) -> int:
-        """Closed-form number of trainable parameters one wrapped layer adds."""
+        """Closed-form number of trainable parameters one wrapped layer adds (not shared ones)."""
         raise NotImplementedError
+
+    @classmethod
+    def make_shared(
+        cls,
+        sites: list[Site],
+        *,
+        rank: int,
+        alpha: float,
+        params: Any,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> nn.Module | None:
+        """Parameters shared by all wrapped layers (RaSA, VeRA, RandLoRA ...); None if none."""
+        return None
+
+    @classmethod
+    def shared_param_count(cls, sites: list[Site], rank: int, params: Any = None) -> int:
+        """Closed-form number of trainable shared parameters for these sites."""
+        return 0
+
+    @property
+    def shared(self) -> nn.Module | None:
+        own = self._modules.get("own_shared")
+        return own if own is not None else self.__dict__.get("_shared_ref")
 
     # --- shared behaviour -------------------------------------------------------------------
     @property
@@ -109,13 +165,24 @@ class AdapterLinear(nn.Module):
         return [(n, p) for n, p in self.named_parameters() if not n.startswith("base.")]
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.base(x)
         if self.merged and self.disabled:
-            # Base output without unmerging; exact up to the rounding of merge itself.
-            return out - self.adapter_forward(x).to(out.dtype)
+            # The base output without unmerging: take the merged delta back out of the weight.
+            weight = self.base.weight
+            return F.linear(x, weight - self.delta_weight().to(weight.dtype), self.base.bias)
         if self.merged or self.disabled:
-            return out
-        return out + self.adapter_forward(self.dropout(x)).to(out.dtype)
+            return self.base(x)
+        return self.adapted_forward(x)
+
+    def adapted_forward(self, x: Tensor) -> Tensor:
+        """Output of the adapted layer. Override when the update is not additive (DoRA)."""
+        out = self.base(x)
+        return out + self.run_adapter(self.adapter_forward, self.dropout(x)).to(out.dtype)
+
+    def run_adapter(self, fn: Callable[..., Tensor], *args: Tensor) -> Tensor:
+        """Call `fn`, under activation checkpointing when `checkpoint_adapter` is set."""
+        if self.checkpoint_adapter and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -144,6 +211,27 @@ Hook = Callable[..., Any]
 
 
 @dataclass(frozen=True)
+class PeftSettings:
+    """What a PEFT config needs: exact module names and our hyperparameters."""
+
+    targets: list[str]
+    rank: int
+    alpha: float
+    dropout: float
+    params: Any
+    modules_to_save: list[str]
+
+
+@dataclass(frozen=True)
+class PeftExport:
+    """How a variant maps onto PEFT: the config, and the weight copy for one wrapped layer
+    (ours -> PEFT's layer for the adapter named "default")."""
+
+    make_config: Callable[[PeftSettings], Any]
+    copy_weights: Callable[[AdapterLinear, nn.Module], None]
+
+
+@dataclass(frozen=True)
 class VariantSpec:
     """Everything the benchmark needs to know about one LoRA variant."""
 
@@ -153,12 +241,17 @@ class VariantSpec:
     family: str
     equations: str
     merges: bool
-    peft: bool
     summary: str
+    peft_export: PeftExport | None = None
     prepare: Hook | None = None
     param_groups: Hook | None = None
     on_step: Hook | None = None
     extra_loss: Hook | None = None
+
+    @property
+    def peft(self) -> bool:
+        """PEFT implements this variant, and we can export to it."""
+        return self.peft_export is not None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

@@ -10,7 +10,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lorabench.variants.base import AdapterLinear, build_params, get_variant
+from lorabench.variants.base import AdapterLinear, Site, build_params, get_variant
+
+# Where inject() registers a sharing variant's parameters, once, on the model's root.
+SHARED_ATTR = "adapter_shared"
 
 
 class InjectError(ValueError):
@@ -67,10 +70,17 @@ def _wrapped_bases(modules: Mapping[str, nn.Module]) -> set[str]:
     return {f"{n}.base" for n, m in modules.items() if isinstance(m, AdapterLinear)}
 
 
+def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every adapter parameter once: each layer's own plus the model's shared ones."""
+    params = [p for _, layer in adapter_layers(model) for _, p in layer.adapter_named_parameters()]
+    shared = getattr(model, SHARED_ATTR, None)
+    if isinstance(shared, nn.Module):
+        params += list(shared.parameters())
+    return list({id(p): p for p in params}.values())
+
+
 def _adapter_param_ids(model: nn.Module) -> set[int]:
-    return {
-        id(p) for _, layer in adapter_layers(model) for _, p in layer.adapter_named_parameters()
-    }
+    return {id(p) for p in adapter_parameters(model)}
 
 
 def _count(params: Iterable[nn.Parameter]) -> int:
@@ -87,8 +97,13 @@ def inject(
     dropout: float = 0.0,
     params: Mapping[str, Any] | None = None,
     trainable: Sequence[str] = (),
+    checkpoint_adapter: bool = False,
 ) -> InjectReport:
-    """Freeze ``model``, wrap every nn.Linear matching ``targets``, unfreeze ``trainable``."""
+    """Freeze ``model``, wrap every nn.Linear matching ``targets``, unfreeze ``trainable``.
+
+    ``checkpoint_adapter`` recomputes each adapter's forward in backward instead of keeping
+    its activations (the paper's † runs trade time for memory this way).
+    """
     spec = get_variant(variant)
     hyper = build_params(variant, params)
     if isinstance(targets, str) or isinstance(trainable, str):
@@ -125,18 +140,33 @@ def inject(
     for p in model.parameters():
         if id(p) not in existing:
             p.requires_grad_(False)
-    for name in to_wrap:
-        parent_name, _, attr = name.rpartition(".")
+    sites = [
+        Site(n, n.rpartition(".")[2], modules[n].in_features, modules[n].out_features)
+        for n in to_wrap
+    ]
+    first = modules[to_wrap[0]].weight
+    shared = spec.layer_cls.make_shared(
+        sites, rank=rank, alpha=alpha, params=hyper, device=first.device, dtype=first.dtype
+    )
+    if shared is not None:
+        if hasattr(model, SHARED_ATTR):
+            raise InjectError(f"the model already holds shared adapter parameters ({SHARED_ATTR})")
+        model.add_module(SHARED_ATTR, shared)
+    for site in sites:
+        parent_name, _, attr = site.name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        layer = spec.layer_cls(modules[name], rank=rank, alpha=alpha, dropout=dropout, params=hyper)
+        layer = spec.layer_cls(
+            modules[site.name], rank=rank, alpha=alpha, dropout=dropout, params=hyper,
+            shared=shared, site=site,
+        )  # fmt: skip
+        layer.checkpoint_adapter = checkpoint_adapter
         setattr(parent, attr, layer)
     for name in keep:
         modules[name].requires_grad_(True)
 
-    adapter = [p for _, layer in adapter_layers(model) for _, p in layer.adapter_named_parameters()]
     return InjectReport(
         wrapped=to_wrap,
-        adapter_params=_count(p for p in adapter if p.requires_grad),
+        adapter_params=_count(p for p in adapter_parameters(model) if p.requires_grad),
         trainable_params=_count(p for p in model.parameters() if p.requires_grad),
         total_params=_count(model.parameters()),
     )

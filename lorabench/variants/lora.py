@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lorabench.variants.base import AdapterLinear, VariantSpec, register
+from lorabench.variants.base import AdapterLinear, PeftExport, PeftSettings, VariantSpec, register
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,9 @@ class LoRALinear(AdapterLinear):
     variant_name = "lora"
     params_cls = LoRAParams
 
-    def __init__(
-        self, base: nn.Linear, *, rank: int, alpha: float, dropout: float = 0.0, params: Any = None
-    ) -> None:
-        super().__init__(base, rank=rank, alpha=alpha, dropout=dropout, params=params)
+    def __init__(self, base: nn.Linear, **options: Any) -> None:
+        super().__init__(base, **options)
+        rank = self.rank
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **factory))
         self.lora_B = nn.Parameter(torch.empty(self.out_features, rank, **factory))
@@ -61,6 +60,25 @@ class LoRALinear(AdapterLinear):
         return rank * (in_features + out_features)
 
 
+def peft_lora_config(settings: PeftSettings, **extra: Any) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.targets,
+        modules_to_save=settings.modules_to_save or None,
+        **extra,
+    )
+
+
+@torch.no_grad()
+def copy_lora_to_peft(ours: AdapterLinear, theirs: nn.Module) -> None:
+    theirs.lora_A["default"].weight.copy_(ours.lora_A)
+    theirs.lora_B["default"].weight.copy_(ours.lora_B)
+
+
 SPEC = register(
     VariantSpec(
         name="lora",
@@ -69,7 +87,7 @@ SPEC = register(
         family="baseline",
         equations="Eq. (1), (88), (134)",
         merges=True,
-        peft=True,
         summary="Low-rank update B A scaled by alpha/r; B starts at zero.",
+        peft_export=PeftExport(make_config=peft_lora_config, copy_weights=copy_lora_to_peft),
     )
 )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from lorabench.variants.base import VariantSpec, register
-from lorabench.variants.lora import LoRALinear, LoRAParams
+from lorabench.variants.base import PeftExport, VariantSpec, register
+from lorabench.variants.lora import LoRALinear, LoRAParams, copy_lora_to_peft, peft_lora_config
 
 
 class RsLoRALinear(LoRALinear):
@@ -25,7 +25,10 @@ SPEC = register(
         family="optimization",
         equations="Eq. (61)",
         merges=True,
-        peft=True,
+        peft_export=PeftExport(
+            make_config=lambda settings: peft_lora_config(settings, use_rslora=True),
+            copy_weights=copy_lora_to_peft,
+        ),
         summary="LoRA with scaling alpha/sqrt(r) for rank-stable learning.",
     )
 )

@@ -1,0 +1,92 @@
+"""Export trained adapters: to PEFT's format where PEFT has the variant, else our own."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from lorabench.variants.base import PeftSettings, get_variant
+from lorabench.variants.inject import adapter_layers, adapter_parameters, adapter_state_dict
+
+NATIVE_WEIGHTS = "adapter.safetensors"
+NATIVE_CONFIG = "lorabench_adapter.json"
+
+
+class NoPeftEquivalent(ValueError):
+    pass
+
+
+def trained_modules(model: nn.Module) -> list[str]:
+    """Names of fully trained modules (a new head): trainable, but not adapter parameters."""
+    adapter = {id(p) for p in adapter_parameters(model)}
+    names = set()
+    for name, p in model.named_parameters():
+        if p.requires_grad and id(p) not in adapter:
+            names.add(name.rpartition(".")[0])
+    return sorted(names)
+
+
+def to_peft(
+    model: nn.Module,
+    fresh_base: Callable[[], nn.Module],
+    variant: str,
+    *,
+    rank: int,
+    alpha: float,
+    dropout: float,
+    params: Any,
+) -> nn.Module:
+    """A PEFT model on `fresh_base()` holding exactly our adapters' weights."""
+    import torch
+    from peft import get_peft_model
+
+    spec = get_variant(variant)
+    if spec.peft_export is None:
+        raise NoPeftEquivalent(f"PEFT has no equivalent of the variant {variant!r}")
+    layers = adapter_layers(model)
+    heads = trained_modules(model)
+    settings = PeftSettings(
+        targets=[name for name, _ in layers],
+        rank=rank,
+        alpha=alpha,
+        dropout=dropout,
+        params=params,
+        modules_to_save=heads,
+    )
+    peft_model = get_peft_model(fresh_base(), spec.peft_export.make_config(settings))
+    inner = peft_model.base_model.model
+    for name, layer in layers:
+        spec.peft_export.copy_weights(layer, inner.get_submodule(name))
+    with torch.no_grad():
+        for name in heads:
+            wrapper = inner.get_submodule(name)
+            wrapper.modules_to_save["default"].load_state_dict(
+                model.get_submodule(name).state_dict()
+            )
+    return peft_model.eval()
+
+
+def save_peft(peft_model: nn.Module, out_dir: Path) -> list[Path]:
+    peft_model.save_pretrained(str(out_dir))
+    return [out_dir / "adapter_config.json", out_dir / "adapter_model.safetensors"]
+
+
+def save_native(model: nn.Module, config: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Trainable weights as safetensors plus the job config that rebuilds the model."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.contiguous() for k, v in adapter_state_dict(model).items()}
+    save_file(tensors, str(out_dir / NATIVE_WEIGHTS))
+    (out_dir / NATIVE_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return [out_dir / NATIVE_WEIGHTS, out_dir / NATIVE_CONFIG]
+
+
+def peft_variants() -> Sequence[str]:
+    from lorabench.variants.base import variant_names
+
+    return [v for v in variant_names() if get_variant(v).peft]

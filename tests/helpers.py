@@ -1,0 +1,16 @@
+"""Shared test helpers (imported by the test modules; pytest puts tests/ on sys.path)."""
+
+import torch
+from torch import nn
+
+from lorabench.variants import adapter_layers, adapter_parameters
+
+
+@torch.no_grad()
+def randomise(model: nn.Module, seed: int = 2, scale: float = 0.3) -> None:
+    """Perturb every adapter parameter (shared ones too) so the update is far from its init."""
+    gen = torch.Generator().manual_seed(seed)
+    params = adapter_parameters(model) if adapter_layers(model) else list(model.parameters())
+    for p in params:
+        noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+        p.add_(scale * noise.to(p.dtype))
