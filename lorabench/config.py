@@ -34,6 +34,7 @@ class JobConfig(BaseModel):
     rank: int = Field(8, gt=0)
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
+    adapter_checkpointing: bool = False  # recompute adapter activations in backward (†)
     lr: float = Field(gt=0)
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["linear", "cosine"] = "linear"

@@ -2,10 +2,12 @@
 
 import typer
 
+from lorabench.cli.export import export_command
 from lorabench.cli.jobs import cancel_command, retry_command, status_command
 from lorabench.cli.plan import plan_command
 from lorabench.cli.quickstart import quickstart_command
 from lorabench.cli.report import report_command
+from lorabench.cli.variants import tasks_command, variants_command
 from lorabench.cli.work import work_command
 
 app = typer.Typer(
@@ -22,3 +24,6 @@ app.command("retry")(retry_command)
 app.command("cancel")(cancel_command)
 app.command("report")(report_command)
 app.command("quickstart")(quickstart_command)
+app.command("export")(export_command)
+app.command("variants")(variants_command)
+app.command("tasks")(tasks_command)

@@ -18,7 +18,7 @@ from lorabench.config import JobConfig
 from lorabench.tasks import Task, TaskSettings, build_task
 from lorabench.train.checkpoint import load_checkpoint, save_checkpoint
 from lorabench.train.errors import Interrupted, NonFiniteLoss
-from lorabench.variants import adapter_state_dict, inject, load_adapter_state_dict
+from lorabench.variants import InjectReport, adapter_state_dict, inject, load_adapter_state_dict
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -87,20 +87,8 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def train_job(
-    cfg: JobConfig,
-    out_dir: Path,
-    *,
-    device: str = "cpu",
-    on_progress: ProgressCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    checkpoint_every: int = 50,
-) -> TrainResult:
-    """Train and evaluate one job, resuming from `out_dir`'s checkpoint if there is one."""
-    report = on_progress or (lambda _event: None)
-    stop = should_stop or (lambda: False)
-    dev = torch.device(device)
-    torch.manual_seed(cfg.seed)
+def build_model(cfg: JobConfig) -> tuple[Task, torch.nn.Module, InjectReport]:
+    """The job's task and its model with adapters injected (seed the RNG first)."""
     task = build_task(
         cfg.task,
         TaskSettings(
@@ -121,7 +109,26 @@ def train_job(
         dropout=cfg.dropout,
         params=cfg.variant_params,
         trainable=task.head_modules,
+        checkpoint_adapter=cfg.adapter_checkpointing,
     )
+    return task, model, injected
+
+
+def train_job(
+    cfg: JobConfig,
+    out_dir: Path,
+    *,
+    device: str = "cpu",
+    on_progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_every: int = 50,
+) -> TrainResult:
+    """Train and evaluate one job, resuming from `out_dir`'s checkpoint if there is one."""
+    report = on_progress or (lambda _event: None)
+    stop = should_stop or (lambda: False)
+    dev = torch.device(device)
+    torch.manual_seed(cfg.seed)
+    task, model, injected = build_model(cfg)
     model.to(dev)
     train_data, eval_data = task.load("train"), task.load("validation")
     plan = Schedule.for_job(cfg, len(train_data))

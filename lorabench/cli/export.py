@@ -1,0 +1,49 @@
+"""`lorabench export`: a finished job's adapter in PEFT's format (or lorabench's own)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lorabench.cli.common import DbOption, console, err_console, quiet_libraries, user_errors
+
+
+def export_command(
+    job_id: Annotated[int, typer.Argument(help="Job id (see lorabench status).")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the adapter into.")],
+    format_: Annotated[
+        str, typer.Option("--format", help="peft (falls back to native) or native.")
+    ] = "peft",
+    db: DbOption = None,
+) -> None:
+    """Write a job's trained adapter: PEFT's adapter_config.json + adapter_model.safetensors."""
+    from sqlalchemy import select
+
+    from lorabench.config import JobConfig
+    from lorabench.store import opened
+    from lorabench.store.models import Job
+    from lorabench.train.export import export_job
+
+    quiet_libraries()
+    with user_errors():
+        with opened(db, read_only=True) as engine, engine.connect() as conn:
+            row = conn.execute(
+                select(Job.config, Job.state, Job.out_dir).where(Job.id == job_id)
+            ).first()
+        if row is None:
+            raise ValueError(f"no job with id {job_id}")
+        if row.out_dir is None:
+            raise ValueError(f"job {job_id} has not started yet ({row.state}); nothing to export")
+        if row.state != "done":
+            err_console.print(
+                f"[yellow]warning:[/] job {job_id} is {row.state}; exporting its last checkpoint"
+            )
+        result = export_job(JobConfig(**json.loads(row.config)), Path(row.out_dir), out_dir,
+                            fmt=format_)  # fmt: skip
+    if result.note:
+        err_console.print(f"[yellow]note:[/] {result.note}")
+    for path in result.written:
+        console.print(f"wrote {path}")

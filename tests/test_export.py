@@ -1,0 +1,116 @@
+"""`lorabench export`: a trained job's adapter loads into PEFT (or back into lorabench)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from lorabench.cli import app
+from lorabench.config import JobConfig
+from lorabench.store import claim, finish, open_engine, register_worker, set_out_dir
+from lorabench.train import train_job
+from lorabench.train.export import export_job
+from lorabench.train.loop import build_model
+from lorabench.variants import get_variant, load_adapter_state_dict, variant_names
+from lorabench.variants.peft_export import NATIVE_CONFIG, NATIVE_WEIGHTS
+
+TINY = ["--task", "bbc-news", "--batch-size", "8", "--max-length", "32", "--train-size", "16",
+        "--eval-size", "16", "--epochs", "1", "--lr", "1e-2", "--rank", "4"]  # fmt: skip
+
+
+def run_one_job(tmp_path: Path, variant: str) -> tuple[str, JobConfig]:
+    """Plan one tiny job and train it as a worker would; returns (db, config)."""
+    db = str(tmp_path / "x.db")
+    assert CliRunner().invoke(app, ["plan", "--db", db, "--variant", variant, *TINY]).exit_code == 0
+    engine = open_engine(db)
+    claimed = claim(engine, register_worker(engine, "cpu"), lease_seconds=600)
+    run_dir = tmp_path / "run"
+    set_out_dir(engine, claimed.job_id, claimed.lease_token, str(run_dir))
+    cfg = JobConfig(**claimed.config)
+    train_job(cfg, run_dir)
+    finish(engine, claimed, [])
+    engine.dispose()
+    return db, cfg
+
+
+def trained_logits(cfg: JobConfig, run_dir: Path, batch: dict) -> torch.Tensor:
+    torch.manual_seed(cfg.seed)
+    _, model, _ = build_model(cfg)
+    load_adapter_state_dict(model, torch.load(run_dir / "checkpoint.pt")["adapter"])
+    with torch.no_grad():
+        return model.eval()(**batch).logits
+
+
+@pytest.mark.slow
+def test_peft_export_loads_into_peft_with_identical_outputs(tmp_path: Path, batch):
+    peft = pytest.importorskip("peft")
+    db, cfg = run_one_job(tmp_path, "lora")
+    out = tmp_path / "export"
+    result = CliRunner().invoke(app, ["export", "1", "--format", "peft", str(out), "--db", db])
+    assert result.exit_code == 0, result.output
+    assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
+    task, _, _ = build_model(cfg)
+    loaded = peft.PeftModel.from_pretrained(task.load_model(), str(out)).eval()
+    with torch.no_grad():
+        theirs = loaded(**batch).logits
+    ours = trained_logits(cfg, tmp_path / "run", batch)
+    assert (theirs - ours).abs().max().item() <= 1e-5
+
+
+@pytest.mark.slow
+def test_variant_without_peft_falls_back_to_the_native_format(tmp_path: Path, batch):
+    native_only = [v for v in variant_names() if not get_variant(v).peft]
+    if not native_only:
+        pytest.skip("every registered variant has a PEFT equivalent")
+    db, cfg = run_one_job(tmp_path, native_only[0])
+    out = tmp_path / "export"
+    result = CliRunner().invoke(app, ["export", "1", str(out), "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "has no equivalent" in result.output and "native format" in result.output
+    saved = json.loads((out / NATIVE_CONFIG).read_text())
+    assert JobConfig(**saved["job"]) == cfg
+    torch.manual_seed(cfg.seed)
+    _, model, _ = build_model(cfg)
+    load_adapter_state_dict(model, load_file(str(out / NATIVE_WEIGHTS)))
+    with torch.no_grad():
+        restored = model.eval()(**batch).logits
+    assert torch.equal(restored, trained_logits(cfg, tmp_path / "run", batch))
+
+
+def test_export_errors_are_clear(tmp_path: Path):
+    db = str(tmp_path / "x.db")
+    CliRunner().invoke(app, ["plan", "--db", db, "--variant", "lora", *TINY])
+    missing = CliRunner().invoke(app, ["export", "7", str(tmp_path / "o"), "--db", db])
+    assert missing.exit_code == 2 and "no job with id 7" in missing.output
+    queued = CliRunner().invoke(app, ["export", "1", str(tmp_path / "o"), "--db", db])
+    assert queued.exit_code == 2 and "has not started yet" in queued.output
+    cfg = JobConfig(**_first_config(db))
+    with pytest.raises(ValueError, match="no checkpoint"):
+        export_job(cfg, tmp_path / "nothing", tmp_path / "o")
+    with pytest.raises(ValueError, match="--format 'onnx'"):
+        export_job(cfg, tmp_path / "nothing", tmp_path / "o", fmt="onnx")
+
+
+def _first_config(db: str) -> dict:
+    from sqlalchemy import select
+
+    from lorabench.store.models import Job
+
+    engine = open_engine(db, read_only=True)
+    with engine.connect() as conn:
+        config = conn.execute(select(Job.config)).scalar_one()
+    engine.dispose()
+    return json.loads(config)
+
+
+def test_variants_command_lists_every_variant_with_its_family():
+    result = CliRunner().invoke(app, ["variants"], terminal_width=200)
+    assert result.exit_code == 0
+    for name in variant_names():
+        assert name in result.output
+        assert get_variant(name).family in result.output
+    tasks = CliRunner().invoke(app, ["tasks"], terminal_width=200)
+    assert "bbc-news" in tasks.output and "accuracy, macro_f1" in tasks.output
