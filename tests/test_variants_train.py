@@ -1,0 +1,45 @@
+"""Every registered variant trains on the embedded task through plan and work."""
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from lorabench.cli import app
+from lorabench.store import open_engine
+from lorabench.store.models import Job, Metric
+from lorabench.variants import variant_names
+
+
+@pytest.mark.slow
+def test_every_variant_trains_and_its_loss_falls(tmp_path: Path):
+    db = str(tmp_path / "all.db")
+    plan = CliRunner().invoke(app, [
+        "plan", "--db", db, "--task", "bbc-news", "--variant", ",".join(variant_names()),
+        "--lr", "5e-3", "--batch-size", "8", "--max-length", "32", "--train-size", "48",
+        "--eval-size", "16", "--epochs", "2",
+    ])  # fmt: skip
+    assert plan.exit_code == 0, plan.output
+    work = CliRunner().invoke(app, [
+        "work", "--db", db, "--gpu", "cpu", "--exit-when-empty", "--runs-dir", str(tmp_path),
+    ])  # fmt: skip
+    assert work.exit_code == 0, work.output
+    engine = open_engine(db, read_only=True)
+    with engine.connect() as conn:
+        jobs = conn.execute(select(Job.id, Job.config, Job.state, Job.error)).all()
+        losses: dict[int, list[float]] = {}
+        for job_id, value in conn.execute(
+            select(Metric.job_id, Metric.value)
+            .where(Metric.split == "train", Metric.name == "loss")
+            .order_by(Metric.job_id, Metric.step)
+        ):
+            losses.setdefault(job_id, []).append(value)
+    failed = {json.loads(c)["variant"]: e for _, c, s, e in jobs if s != "done"}
+    assert not failed, failed
+    for job_id, config, _, _ in jobs:
+        curve = losses[job_id]
+        assert len(curve) == 12
+        first, last = sum(curve[:3]) / 3, sum(curve[-3:]) / 3
+        assert last < first, (json.loads(config)["variant"], curve)
