@@ -86,6 +86,8 @@ class AdapterLinear(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
         self.disabled = False
+        # Non-persistent: follows .to() but stays out of state dicts and checkpoints.
+        self.register_buffer("merged_delta", None, persistent=False)
         # Recompute the adapter path in backward instead of storing its activations.
         self.checkpoint_adapter = False
         self.site = site or Site("", "", base.in_features, base.out_features)
@@ -168,7 +170,7 @@ class AdapterLinear(nn.Module):
         if self.merged and self.disabled:
             # The base output without unmerging: take the merged delta back out of the weight.
             weight = self.base.weight
-            return F.linear(x, weight - self.delta_weight().to(weight.dtype), self.base.bias)
+            return F.linear(x, weight - self.merged_delta, self.base.bias)
         if self.merged or self.disabled:
             return self.base(x)
         return self.adapted_forward(x)
@@ -189,15 +191,18 @@ class AdapterLinear(nn.Module):
         if self.merged:
             raise ValueError(f"{self.variant_name} adapter is already merged; call unmerge() first")
         weight = self.base.weight
-        weight.add_(self.delta_weight().to(weight.dtype))
+        # Kept: once merged, base.weight no longer holds W, so updates that depend on W
+        # (DoRA, HiRA, DeLoRA) could not be recomputed for unmerge().
+        self.merged_delta = self.delta_weight().to(weight.dtype)
+        weight.add_(self.merged_delta)
         self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
         if not self.merged:
             raise ValueError(f"{self.variant_name} adapter is not merged; nothing to unmerge")
-        weight = self.base.weight
-        weight.sub_(self.delta_weight().to(weight.dtype))
+        self.base.weight.sub_(self.merged_delta)
+        self.merged_delta = None
         self.merged = False
 
     def extra_repr(self) -> str:

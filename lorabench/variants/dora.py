@@ -1,0 +1,131 @@
+"""DoRA (Liu et al.): weight-decomposed LoRA, magnitude times direction (paper §II-C2)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lorabench.variants.base import AdapterLinear, PeftExport, PeftSettings, VariantSpec, register
+from lorabench.variants.lora import copy_lora_to_peft, peft_lora_config
+
+
+@dataclass(frozen=True)
+class DoRAParams:
+    """The paper lists no DoRA hyperparameters beyond rank, alpha and dropout."""
+
+
+class DoRALinear(AdapterLinear):
+    """W' = m * (W + s B A) / ||W + s B A||_row with A: (rank, in), B: (out, rank), m: (out,)."""
+
+    variant_name = "dora"
+    params_cls = DoRAParams
+
+    def __init__(self, base: nn.Linear, **options: Any) -> None:
+        super().__init__(base, **options)
+        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(self.rank, self.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.empty(self.out_features, self.rank, **factory))
+        self.lora_magnitude = nn.Parameter(torch.empty(self.out_features, **factory))
+        self.reset_adapter_parameters()
+
+    @property
+    def scaling(self) -> float:
+        # Eq. (68): gamma_r = alpha / r.
+        return self.alpha / self.rank
+
+    @torch.no_grad()
+    def reset_adapter_parameters(self) -> None:
+        # LoRA's init (Eq. (88)): kaiming-uniform A, zero B, as in DoRA's and PEFT's code.
+        bound = 1.0 / math.sqrt(self.in_features)
+        self.lora_A.uniform_(-bound, bound)
+        self.lora_B.zero_()
+        # Eq. (68): m starts at the row norm of W (the same function the forward divides by, so
+        # m / norm is exactly 1 and the fresh layer is exactly the base layer).
+        self.lora_magnitude.copy_(self.column_norm())
+
+    @torch.no_grad()
+    def column_norm(self) -> Tensor:
+        """||W + s B A|| per output row (the paper's "input dimension"), detached (DoRA §4.3).
+
+        Expanded as ||W_i||^2 + 2 s <W_i, (B A)_i> + s^2 B_i (A A^T) B_i^T, so only (out, r) and
+        (r, r) products are formed, never the dense (out, in) update. Autocast is off so the
+        norm has the precision the magnitude was initialised with.
+        """
+        weight, a, b = self.base.weight, self.lora_A, self.lora_B
+        s = self.scaling
+        with torch.autocast(weight.device.type, enabled=False):
+            a = a.to(weight.dtype)
+            b = b.to(weight.dtype)
+            w_a = F.linear(weight, a).float()  # (out, r) = W A^T
+            gram = a.float() @ a.float().T  # (r, r)
+            b32 = b.float()
+            squared = torch.linalg.vector_norm(weight, dim=1, dtype=torch.float32).square()
+            squared = squared + 2.0 * s * (b32 * w_a).sum(1) + s * s * ((b32 @ gram) * b32).sum(1)
+            norm = squared.clamp_min(0.0).sqrt()
+        # Round to the parameter dtype first so a fresh bf16 layer also has m / norm == 1.
+        # A zero row (W_i + s (B A)_i = 0) would give 0 / 0: clamp so the row stays zero instead.
+        norm = norm.to(self.lora_magnitude.dtype)
+        return norm.clamp_min(torch.finfo(norm.dtype).tiny)
+
+    def magnitude_scale(self) -> Tensor:
+        """m / ||W + s B A||: the per-row factor of Eq. (68); gradient reaches m only."""
+        return self.lora_magnitude / self.column_norm()
+
+    def delta_weight(self) -> Tensor:
+        # Eq. (68): W' - W = (g - 1) W + g s B A with g = m / ||W + s B A||.
+        scale = self.magnitude_scale().unsqueeze(1)
+        weight = self.base.weight.to(scale.dtype)
+        return (scale - 1.0) * weight + scale * (self.lora_B @ self.lora_A) * self.scaling
+
+    def adapter_forward(self, x: Tensor) -> Tensor:
+        # The low-rank direction update s B A x in two thin matmuls (Eq. (134)).
+        x = x.to(self.lora_A.dtype)
+        return F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
+
+    def adapted_forward(self, x: Tensor) -> Tensor:
+        # Eq. (68) applied to x without a dense update (cf. Eq. (135)):
+        # g * (W x + s B A x') + b  =  base(x) + (g - 1) * W x + g * s B A x',  x' = dropout(x).
+        # Written as a correction to base(x) so a fresh layer (g == 1, B == 0) returns it exactly.
+        out = self.base(x)
+        bias = self.base.bias
+        wx = out if bias is None else out - bias.to(out.dtype)
+        update = self.run_adapter(self.adapter_forward, self.dropout(x)).to(out.dtype)
+        scale = self.magnitude_scale().to(out.dtype)
+        return out + (scale - 1.0) * wx + scale * update
+
+    @classmethod
+    def expected_param_count(
+        cls, in_features: int, out_features: int, rank: int, params: Any = None
+    ) -> int:
+        # LoRA's A and B plus the magnitude vector m (one entry per output row).
+        return rank * (in_features + out_features) + out_features
+
+
+@torch.no_grad()
+def copy_dora_to_peft(ours: AdapterLinear, theirs: nn.Module) -> None:
+    # Same A, B, scaling alpha/r and row-norm convention: a straight copy, plus m.
+    copy_lora_to_peft(ours, theirs)
+    theirs.lora_magnitude_vector["default"].weight.copy_(ours.lora_magnitude)
+
+
+def peft_dora_config(settings: PeftSettings) -> Any:
+    return peft_lora_config(settings, use_dora=True)
+
+
+SPEC = register(
+    VariantSpec(
+        name="dora",
+        layer_cls=DoRALinear,
+        params_cls=DoRAParams,
+        family="optimization",
+        equations="Eq. (68), (135)",
+        merges=True,
+        summary="Learned per-row magnitude times the normalised direction W + s B A.",
+        peft_export=PeftExport(make_config=peft_dora_config, copy_weights=copy_dora_to_peft),
+    )
+)
