@@ -195,3 +195,16 @@ def test_schema_from_a_newer_lorabench_is_refused(engine, tmp_path: Path):
     engine.dispose()
     with pytest.raises(StoreError, match="newer lorabench"):
         open_engine(str(tmp_path / "queue.db"))
+
+
+def test_non_finite_metric_values_are_stored_as_null(engine):
+    enqueue(engine, "s", configs(1))
+    claimed = claim(engine, register_worker(engine, "cpu"), lease_seconds=60)
+    finish(
+        engine,
+        claimed,
+        [MetricRow("eval", "mcc", 1, float("nan")), MetricRow("eval", "acc", 1, 0.5)],
+    )
+    with engine.connect() as conn:
+        rows = dict(conn.execute(select(Metric.name, Metric.value)).all())
+    assert rows == {"mcc": None, "acc": 0.5}

@@ -34,6 +34,7 @@ from lorabench.variants import (
     unmerge_adapters,
     variant_names,
 )
+from lorabench.variants.inject import SHARED_ATTR
 
 VARIANTS = variant_names()
 # Variants with a dense delta that merge() folds into the weight (not the nonlinear ones).
@@ -249,7 +250,7 @@ def test_gradients_reach_only_adapters_and_trainable(variant):
         f"{n}.{pn}"
         for n, layer in adapter_layers(model)
         for pn, _ in layer.adapter_named_parameters()
-    }
+    } | {n for n, _ in model.named_parameters() if n.startswith(f"{SHARED_ATTR}.")}
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(2):
@@ -422,7 +423,7 @@ def test_adapter_state_dict_round_trip(variant, minilm_master, batch):
         f"{n}.{pn}"
         for n, layer in adapter_layers(trained)
         for pn, _ in layer.adapter_named_parameters()
-    }
+    } | {n for n, _ in trained.named_parameters() if n.startswith(f"{SHARED_ATTR}.")}
     assert set(state) == adapter_keys | {"classifier.weight", "classifier.bias"}
     load_adapter_state_dict(fresh, state)
     with torch.no_grad():

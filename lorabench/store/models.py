@@ -85,4 +85,4 @@ class Metric(SQLModel, table=True):
     name: str
     step: int
     epoch: int | None = None
-    value: float
+    value: float | None  # NULL for NaN/inf: SQLite would turn NaN into NULL anyway

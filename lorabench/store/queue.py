@@ -9,6 +9,7 @@ taken over changes nothing.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import socket
@@ -317,7 +318,7 @@ def finish(
                 "name": m.name,
                 "step": m.step,
                 "epoch": m.epoch,
-                "value": m.value,
+                "value": m.value if math.isfinite(m.value) else None,
             }
             for m in metrics
         ]

@@ -36,6 +36,17 @@ class Site:
     out_features: int
 
 
+class SharedParameters(nn.Module):
+    """Base for a sharing variant's `make_shared` module, registered once on the model's root.
+
+    It computes nothing; `forward` is the identity because a root that calls every child in
+    turn (nn.Sequential) calls this one too.
+    """
+
+    def forward(self, x: Any) -> Any:
+        return x
+
+
 @dataclass(frozen=True)
 class NoParams:
     """Hyperparameters of a variant that has none beyond rank, alpha and dropout."""

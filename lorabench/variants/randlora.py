@@ -30,6 +30,7 @@ from lorabench.variants.base import (
     AdapterLinear,
     PeftExport,
     PeftSettings,
+    SharedParameters,
     Site,
     VariantSpec,
     register,
@@ -101,7 +102,7 @@ class _ScaledBasis(torch.autograd.Function):
         return None, grad_lam, grad_gamma
 
 
-class RandLoRAShared(nn.Module):
+class RandLoRAShared(SharedParameters):
     """A^S (r, max d_min) and the pool of all B^{S_k} (max d_max, r * max n_full), frozen."""
 
     def __init__(self, r: int, min_dim: int, max_dim: int, columns: int, seed: int, device, dtype):
@@ -113,11 +114,6 @@ class RandLoRAShared(nn.Module):
         randlora_B = torch.empty(max_dim, columns).uniform_(-bound, bound, generator=gen)
         self.register_buffer("randlora_A", randlora_A.to(device=device, dtype=dtype))
         self.register_buffer("randlora_B", randlora_B.to(device=device, dtype=dtype))
-
-    def forward(self, x: Any) -> Any:
-        # Computes nothing: inject() registers this module on the model's root, and a root that
-        # calls every child in turn (nn.Sequential) must pass through it unchanged.
-        return x
 
 
 class RandLoRALinear(AdapterLinear):

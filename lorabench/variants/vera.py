@@ -14,6 +14,7 @@ from lorabench.variants.base import (
     AdapterLinear,
     PeftExport,
     PeftSettings,
+    SharedParameters,
     Site,
     VariantSpec,
     register,
@@ -35,7 +36,7 @@ def _kaiming_uniform(shape: tuple[int, int], generator: torch.Generator) -> Tens
     return torch.empty(shape).uniform_(-bound, bound, generator=generator)
 
 
-class VeRAShared(nn.Module):
+class VeRAShared(SharedParameters):
     """Eq. (24): A^S (r, max_in) and B^S (max_out, r), frozen buffers drawn from a seed."""
 
     def __init__(self, rank: int, max_in: int, max_out: int, seed: int, device, dtype) -> None:
@@ -46,11 +47,6 @@ class VeRAShared(nn.Module):
         vera_B = _kaiming_uniform((max_out, rank), gen)
         self.register_buffer("vera_A", vera_A.to(device=device, dtype=dtype))
         self.register_buffer("vera_B", vera_B.to(device=device, dtype=dtype))
-
-    def forward(self, x: Any) -> Any:
-        # Computes nothing: inject() registers this module on the model's root, and a root that
-        # calls every child in turn (nn.Sequential) must pass through it unchanged.
-        return x
 
 
 class VeRALinear(AdapterLinear):
