@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import pytest
 import torch
 from helpers import randomise
 from torch import nn
@@ -106,3 +107,13 @@ def test_update_rank_is_bounded_by_r():
     randomise(nn.Sequential(layer))
     with torch.no_grad():
         assert torch.linalg.matrix_rank(layer.delta_weight()).item() == 3
+
+
+@pytest.mark.parametrize(("in_f", "out_f", "tokens"), [(6, 4, 2), (6, 4, 9), (4, 6, 9)])
+def test_every_matmul_order_gives_the_dense_update(in_f, out_f, tokens):
+    layer = get_variant("denselora").layer_cls(nn.Linear(in_f, out_f), rank=3, alpha=6.0)
+    randomise(nn.Sequential(layer))
+    x = torch.randn(tokens, in_f)
+    with torch.no_grad():
+        expected = x @ layer.delta_weight().T
+        assert torch.allclose(layer.adapter_forward(x), expected, atol=1e-5)

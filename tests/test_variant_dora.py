@@ -177,3 +177,13 @@ def test_peft_config_uses_dora():
     config = get_variant("dora").peft_export.make_config(settings)
     assert config.use_dora and config.r == 4 and config.lora_alpha == 8.0
     assert config.lora_dropout == 0.1 and not config.use_rslora
+
+
+def test_combine_backward_matches_finite_differences():
+    from lorabench.variants.dora import _Combine
+
+    gen = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(2, 3, 4, generator=gen, dtype=torch.float64) for _ in range(3)]
+    scale = torch.randn(4, generator=gen, dtype=torch.float64)
+    inputs = [t.requires_grad_() for t in (*tensors, scale)]
+    assert torch.autograd.gradcheck(_Combine.apply, inputs)

@@ -107,3 +107,10 @@ def test_param_count_equals_lora_table2():
     model = nn.Sequential(nn.Linear(6, 5))
     report = inject(model, "loran", targets=("0",), rank=2, alpha=4)
     assert report.adapter_params == 2 * (6 + 5)
+
+
+def test_sinter_backward_matches_finite_differences():
+    from lorabench.variants.loran import sinter
+
+    z = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: sinter(t, 0.7, 1.3), (z,))

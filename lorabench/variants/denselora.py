@@ -81,11 +81,18 @@ class DenseLoRALinear(AdapterLinear):
         return (group.lora_B @ self.lora_C @ group.lora_A) * self.scaling
 
     def adapter_forward(self, x: Tensor) -> Tensor:
-        # Three thin matmuls: x -> A^S (r) -> C (r) -> B^S (out).
+        # Eq. (33) as thin matmuls x -> A^S -> C -> B^S. With more tokens than min(in, out),
+        # folding C into the smaller factor once costs less than r^2 per token (r is large:
+        # 192 in the paper's runs).
         group = self.group
         x = x.to(self.lora_C.dtype)
-        hidden = F.linear(F.linear(x, group.lora_A), self.lora_C)
-        return F.linear(hidden, group.lora_B) * self.scaling
+        tokens = x.numel() // max(self.in_features, 1)
+        if tokens <= min(self.in_features, self.out_features):
+            hidden = F.linear(F.linear(x, group.lora_A), self.lora_C)
+            return F.linear(hidden, group.lora_B) * self.scaling
+        if self.out_features <= self.in_features:
+            return F.linear(F.linear(x, group.lora_A), group.lora_B @ self.lora_C) * self.scaling
+        return F.linear(F.linear(x, self.lora_C @ group.lora_A), group.lora_B) * self.scaling
 
     @classmethod
     def expected_param_count(

@@ -14,6 +14,22 @@ from lorabench.variants.base import AdapterLinear, PeftExport, PeftSettings, Var
 from lorabench.variants.lora import copy_lora_to_peft, peft_lora_config
 
 
+class _Combine(torch.autograd.Function):
+    """out + (g - 1) * wx + g * update, keeping one activation (wx + update) for backward
+    instead of the two autograd would keep: DoRA's extra memory is what Table II blames."""
+
+    @staticmethod
+    def forward(ctx, out: Tensor, wx: Tensor, update: Tensor, scale: Tensor) -> Tensor:
+        ctx.save_for_backward(wx + update, scale)
+        return out + (scale - 1.0) * wx + scale * update
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        total, scale = ctx.saved_tensors
+        grad_scale = (grad * total).reshape(-1, grad.shape[-1]).sum(0)
+        return grad, grad * (scale - 1.0), grad * scale, grad_scale
+
+
 @dataclass(frozen=True)
 class DoRAParams:
     """The paper lists no DoRA hyperparameters beyond rank, alpha and dropout."""
@@ -91,12 +107,16 @@ class DoRALinear(AdapterLinear):
         # Eq. (68) applied to x without a dense update (cf. Eq. (135)):
         # g * (W x + s B A x') + b  =  base(x) + (g - 1) * W x + g * s B A x',  x' = dropout(x).
         # Written as a correction to base(x) so a fresh layer (g == 1, B == 0) returns it exactly.
+        # Under checkpoint_adapter the whole layer is recomputed: the base output feeds the
+        # magnitude gradient, so keeping it would keep DoRA's extra activations.
+        return self.run_adapter(self._forward, x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         out = self.base(x)
         bias = self.base.bias
         wx = out if bias is None else out - bias.to(out.dtype)
-        update = self.run_adapter(self.adapter_forward, self.dropout(x)).to(out.dtype)
-        scale = self.magnitude_scale().to(out.dtype)
-        return out + (scale - 1.0) * wx + scale * update
+        update = self.adapter_forward(self.dropout(x)).to(out.dtype)
+        return _Combine.apply(out, wx, update, self.magnitude_scale().to(out.dtype))
 
     @classmethod
     def expected_param_count(

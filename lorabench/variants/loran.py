@@ -38,7 +38,25 @@ class LoRANParams:
 
 def sinter(z: Tensor, amp: float, freq: float) -> Tensor:
     """LoRAN's Sinter: the identity plus an amplitude-scaled, input-proportional sine ripple."""
-    return z + amp * torch.sin(freq * z) * z
+    return _Sinter.apply(z, amp, freq)
+
+
+class _Sinter(torch.autograd.Function):
+    """z (1 + amp sin(f z)), keeping only z for backward (autograd would keep three tensors of
+    the layer's output size) and recomputing the sine there."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, amp: float, freq: float) -> Tensor:
+        ctx.save_for_backward(z)
+        ctx.amp, ctx.freq = amp, freq
+        return z + amp * torch.sin(freq * z) * z
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (z,) = ctx.saved_tensors
+        fz = ctx.freq * z
+        # d/dz [z + a sin(f z) z] = 1 + a (sin(f z) + f z cos(f z))
+        return grad * (1 + ctx.amp * (torch.sin(fz) + fz * torch.cos(fz))), None, None
 
 
 class LoRANLinear(LoRALinear):
