@@ -25,7 +25,6 @@ an out x in matrix, only r-wide activations.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lorabench.variants.base import AdapterLinear, VariantSpec, register
+from lorabench.variants.base import AdapterLinear, VariantSpec, init_lora_factors, register
 
 
 @dataclass(frozen=True)
@@ -108,9 +107,7 @@ class AuroraLinear(AdapterLinear):
     @torch.no_grad()
     def reset_adapter_parameters(self) -> None:
         # Eq. (88): LoRA's A (PEFT's kaiming_uniform_(a=sqrt(5)) bound) and B = 0.
-        bound = 1.0 / math.sqrt(self.in_features)
-        self.lora_A.uniform_(-bound, bound)
-        self.lora_B.zero_()
+        init_lora_factors(self.lora_A, self.lora_B)
         nn.init.xavier_normal_(self.aurora_C)
         scale = self.params.spline_init_scale
         self.aurora_spline.uniform_(-scale, scale)

@@ -226,6 +226,15 @@ class AdapterLinear(nn.Module):
 Hook = Callable[..., Any]
 
 
+@torch.no_grad()
+def init_lora_factors(lora_a: Tensor, lora_b: Tensor) -> None:
+    """Eq. (88): A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's kaiming_uniform_(a=sqrt(5)), so seeds
+    line up with it) and B = 0, which makes a freshly wrapped layer equal to its base."""
+    bound = 1.0 / math.sqrt(lora_a.shape[1])
+    lora_a.uniform_(-bound, bound)
+    lora_b.zero_()
+
+
 @dataclass(frozen=True)
 class PeftSettings:
     """What a PEFT config needs: exact module names and our hyperparameters."""

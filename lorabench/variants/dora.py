@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lorabench.variants.base import AdapterLinear, PeftExport, PeftSettings, VariantSpec, register
+from lorabench.variants.base import (
+    AdapterLinear,
+    PeftExport,
+    PeftSettings,
+    VariantSpec,
+    init_lora_factors,
+    register,
+)
 from lorabench.variants.lora import copy_lora_to_peft, peft_lora_config
 
 
@@ -57,9 +63,7 @@ class DoRALinear(AdapterLinear):
     @torch.no_grad()
     def reset_adapter_parameters(self) -> None:
         # LoRA's init (Eq. (88)): kaiming-uniform A, zero B, as in DoRA's and PEFT's code.
-        bound = 1.0 / math.sqrt(self.in_features)
-        self.lora_A.uniform_(-bound, bound)
-        self.lora_B.zero_()
+        init_lora_factors(self.lora_A, self.lora_B)
         # Eq. (68): m starts at the row norm of W (the same function the forward divides by, so
         # m / norm is exactly 1 and the fresh layer is exactly the base layer).
         self.lora_magnitude.copy_(self.column_norm())

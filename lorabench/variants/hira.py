@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lorabench.variants.base import AdapterLinear, PeftExport, PeftSettings, VariantSpec, register
+from lorabench.variants.base import (
+    AdapterLinear,
+    PeftExport,
+    PeftSettings,
+    VariantSpec,
+    init_lora_factors,
+    register,
+)
 
 
 @dataclass(frozen=True)
@@ -40,9 +46,7 @@ class HiRALinear(AdapterLinear):
     def reset_adapter_parameters(self) -> None:
         # LoRA's init, as in HiRA's and PEFT's code: kaiming-uniform A, and B = 0 so the
         # Hadamard update starts at zero.
-        bound = 1.0 / math.sqrt(self.in_features)
-        self.hira_A.uniform_(-bound, bound)
-        self.hira_B.zero_()
+        init_lora_factors(self.hira_A, self.hira_B)
 
     def delta_weight(self) -> Tensor:
         # Eq. (17): Delta W = W (.) (s B A).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lorabench.variants.base import AdapterLinear, PeftExport, PeftSettings, VariantSpec, register
+from lorabench.variants.base import (
+    AdapterLinear,
+    PeftExport,
+    PeftSettings,
+    VariantSpec,
+    init_lora_factors,
+    register,
+)
 
 
 @dataclass(frozen=True)
@@ -40,10 +46,7 @@ class LoRALinear(AdapterLinear):
     @torch.no_grad()
     def reset_adapter_parameters(self) -> None:
         # Eq. (88); same draw as PEFT's kaiming_uniform_(a=sqrt(5)), so seeds line up with it.
-        bound = 1.0 / math.sqrt(self.in_features)
-        self.lora_A.uniform_(-bound, bound)
-        # Eq. (88): B = 0 makes the freshly wrapped layer equal to the base layer.
-        self.lora_B.zero_()
+        init_lora_factors(self.lora_A, self.lora_B)
 
     def delta_weight(self) -> Tensor:
         return (self.lora_B @ self.lora_A) * self.scaling

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lorabench.variants.base import AdapterLinear, VariantSpec, register
+from lorabench.variants.base import AdapterLinear, VariantSpec, init_lora_factors, register
 
 MIXER_INITS = ("kaiming", "orthogonal")
 
@@ -53,9 +53,7 @@ class MoSLoRALinear(AdapterLinear):
     @torch.no_grad()
     def reset_adapter_parameters(self) -> None:
         # A as LoRA (Eq. (88)); B = 0 makes the initial update zero.
-        bound = 1.0 / math.sqrt(self.in_features)
-        self.lora_A.uniform_(-bound, bound)
-        self.lora_B.zero_()
+        init_lora_factors(self.lora_A, self.lora_B)
         if self.params.mixer_init == "orthogonal":
             # Drawn in fp32: QR is not implemented for every low-precision dtype.
             mixer = torch.empty(self.rank, self.rank, device=self.lora_mixer.device)
