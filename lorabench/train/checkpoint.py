@@ -11,10 +11,10 @@ import torch
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-def save_checkpoint(out_dir: Path, state: dict[str, Any]) -> Path:
+def save_checkpoint(out_dir: Path, state: dict[str, Any], *, name: str = CHECKPOINT_NAME) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / CHECKPOINT_NAME
-    temporary = out_dir / f".{CHECKPOINT_NAME}.{os.getpid()}.tmp"
+    final = out_dir / name
+    temporary = out_dir / f".{name}.{os.getpid()}.tmp"
     try:
         with open(temporary, "wb") as handle:
             torch.save(state, handle)

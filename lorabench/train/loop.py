@@ -17,8 +17,19 @@ from transformers import get_scheduler
 from lorabench.config import JobConfig
 from lorabench.tasks import Task, TaskSettings, build_task
 from lorabench.train.checkpoint import load_checkpoint, save_checkpoint
-from lorabench.train.errors import Interrupted, NonFiniteLoss
-from lorabench.variants import InjectReport, adapter_state_dict, inject, load_adapter_state_dict
+from lorabench.train.errors import DeterministicFailure, Interrupted, NonFiniteLoss
+from lorabench.variants import (
+    InjectReport,
+    PrepareContext,
+    StepContext,
+    adapter_extra_state,
+    adapter_state_dict,
+    build_params,
+    get_variant,
+    inject,
+    load_adapter_extra_state,
+    load_adapter_state_dict,
+)
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -34,15 +45,18 @@ class TrainResult:
 
 @dataclass
 class _History:
-    losses: list[tuple[int, int, float, float]] = field(
-        default_factory=list
-    )  # step, epoch, loss, lr
-    evals: list[tuple[int, int, dict[str, float]]] = field(default_factory=list)
+    """What a job has measured so far; it lives in the checkpoint, so a resumed job reports
+    its whole curve once."""
+
+    losses: list[tuple[int, int, float, float]] = field(default_factory=list)  # step, epoch, ...
+    evals: list[tuple[int, int, dict[str, float]]] = field(default_factory=list)  # epoch, step, m
+    extras: list[tuple[int, int, float]] = field(default_factory=list)  # step, epoch, extra loss
 
     def to_state(self) -> dict[str, Any]:
         return {
             "losses": [list(row) for row in self.losses],
             "evals": [[epoch, step, dict(m)] for epoch, step, m in self.evals],
+            "extras": [list(row) for row in self.extras],
         }
 
     @classmethod
@@ -50,6 +64,7 @@ class _History:
         return cls(
             losses=[(int(s), int(e), float(v), float(lr)) for s, e, v, lr in state["losses"]],
             evals=[(int(e), int(s), dict(m)) for e, s, m in state["evals"]],
+            extras=[(int(s), int(e), float(v)) for s, e, v in state["extras"]],
         )
 
 
@@ -130,20 +145,23 @@ def train_job(
     torch.manual_seed(cfg.seed)
     task, model, injected = build_model(cfg)
     model.to(dev)
+    spec, hyper = get_variant(cfg.variant), build_params(cfg.variant, cfg.variant_params)
     train_data, eval_data = task.load("train"), task.load("validation")
     plan = Schedule.for_job(cfg, len(train_data))
+    prepare_seconds = _prepare(spec, hyper, cfg, task, model, train_data, out_dir, dev)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = get_scheduler(
-        cfg.schedule,
-        optimizer,
-        num_warmup_steps=plan.warmup_steps,
-        num_training_steps=plan.total_steps,
-    )
+    if spec.param_groups is not None:
+        groups = spec.param_groups(model, cfg.lr, hyper)
+    else:
+        groups = [{"params": trainable}]
+    _check_groups(groups, trainable, cfg.variant)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = _scheduler(cfg, optimizer, plan, spec, hyper)
     history, step, resumed_from = _History(), 0, None
     checkpoint = load_checkpoint(out_dir)
     if checkpoint is not None and checkpoint.get("config_hash") == cfg.config_hash:
         load_adapter_state_dict(model, checkpoint["adapter"])
+        load_adapter_extra_state(model, checkpoint["adapter_extra"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         torch.set_rng_state(checkpoint["rng_cpu"])
@@ -157,6 +175,7 @@ def train_job(
                 "config_hash": cfg.config_hash,
                 "step": step,
                 "adapter": {k: v.detach().cpu() for k, v in adapter_state_dict(model).items()},
+                "adapter_extra": {k: v.cpu() for k, v in adapter_extra_state(model).items()},
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "rng_cpu": torch.get_rng_state(),
@@ -178,8 +197,8 @@ def train_job(
         model.train()
         while step < last_step:
             tick = time.perf_counter()
-            loss = _optimizer_step(cfg, task, model, train_data, order, step - first_step, dev,
-                                   autocast, trainable)  # fmt: skip
+            loss, extra = _optimizer_step(cfg, task, model, train_data, order, step - first_step,
+                                          dev, autocast, trainable, spec, hyper)  # fmt: skip
             if not math.isfinite(loss):
                 raise NonFiniteLoss(
                     f"training loss became {loss} at step {step + 1} (epoch {epoch + 1}) with "
@@ -187,11 +206,15 @@ def train_job(
                 )
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
+            step += 1
+            if spec.on_step is not None:
+                spec.on_step(StepContext(model, optimizer, step, plan.total_steps, hyper))
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
             step_seconds.append(time.perf_counter() - tick)
             history.losses.append((step, epoch + 1, loss, lr))
+            if extra is not None:
+                history.extras.append((step, epoch + 1, extra))
             report({"phase": "train", "epoch": epoch + 1, "epochs": plan.epochs, "step": step,
                     "total_steps": plan.total_steps, "loss": loss, "lr": lr})  # fmt: skip
             if stop():
@@ -204,28 +227,104 @@ def train_job(
         scores = _evaluate(cfg, task, model, eval_data, dev, autocast)
         history.evals.append((epoch + 1, step, scores))
         checkpoint_now()
-    return _result(cfg, task, history, injected, plan, step_seconds,
-                   time.perf_counter() - started, _peak_memory_mb(dev), resumed_from)  # fmt: skip
+    result = _result(cfg, task, history, injected, plan, step_seconds,
+                     time.perf_counter() - started, _peak_memory_mb(dev), resumed_from)  # fmt: skip
+    extras = {"prepare_seconds": prepare_seconds} if prepare_seconds is not None else {}
+    if spec.report is not None:
+        extras.update(spec.report(model, hyper))
+    result.summary.update(extras)
+    result.metrics += [("summary", name, 0, None, float(v)) for name, v in extras.items()]
+    return result
 
 
-def _optimizer_step(cfg, task, model, data, order, step_in_epoch, dev, autocast, trainable):  # noqa: ANN001
-    """Forward/backward over the step's micro-batches; returns the step's mean loss."""
+def _optimizer_step(cfg, task, model, data, order, step_in_epoch, dev, autocast, trainable,  # noqa: ANN001
+                    spec, hyper):  # fmt: skip
+    """Forward/backward over the step's micro-batches; returns the mean task loss and the
+    mean extra (variant) loss, None when the variant adds none."""
     start = step_in_epoch * cfg.grad_accum * cfg.batch_size
     stop = min(start + cfg.grad_accum * cfg.batch_size, len(order))
     n_examples = stop - start
-    total = 0.0
+    total, extra_total = 0.0, None
     for offset in range(start, stop, cfg.batch_size):
         indices = order[offset : min(offset + cfg.batch_size, stop)]
         batch = _to(task.collate([data[i] for i in indices]), dev)
         with autocast:
             loss = task.loss(model, batch)
+            extra = spec.extra_loss(model, hyper) if spec.extra_loss is not None else None
         # Weight by size so accumulated micro-batches equal one large batch exactly.
         weight = len(indices) / n_examples
-        (loss * weight).backward()
+        ((loss if extra is None else loss + extra) * weight).backward()
         total += loss.item() * weight
+        if extra is not None:
+            extra_total = (extra_total or 0.0) + extra.item() * weight
     if cfg.max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-    return total
+    return total, extra_total
+
+
+def _scheduler(cfg, optimizer, plan, spec, hyper):  # noqa: ANN001, ANN202
+    scheduler = get_scheduler(
+        cfg.schedule,
+        optimizer,
+        num_warmup_steps=plan.warmup_steps,
+        num_training_steps=plan.total_steps,
+    )
+    if spec.lr_multiplier is None:
+        return scheduler
+    multiplied = [
+        _Multiplied(base, spec.lr_multiplier, plan.total_steps, hyper)
+        for base in scheduler.lr_lambdas
+    ]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplied)
+
+
+class _Multiplied:
+    """A schedule factor times a variant's multiplier (ReLoRA's jagged re-warm-up)."""
+
+    def __init__(self, base, multiplier, total_steps: int, params) -> None:  # noqa: ANN001
+        self.base, self.multiplier = base, multiplier
+        self.total_steps, self.params = total_steps, params
+
+    def __call__(self, step: int) -> float:
+        return self.base(step) * self.multiplier(step, self.total_steps, self.params)
+
+
+def _check_groups(groups: list[dict], trainable: list[torch.nn.Parameter], variant: str) -> None:
+    grouped = [id(p) for group in groups for p in group["params"]]
+    if sorted(grouped) != sorted(id(p) for p in trainable):
+        raise DeterministicFailure(
+            f"variant {variant!r}: its optimizer groups must hold every trainable parameter "
+            "exactly once"
+        )
+
+
+PREPARED_NAME = "prepared.pt"
+
+
+def _prepare(spec, hyper, cfg, task, model, data, out_dir: Path, dev) -> float | None:  # noqa: ANN001
+    """Run the variant's data-driven init once; a resumed job re-applies the saved result."""
+    if spec.prepare is None:
+        return None
+    path = out_dir / PREPARED_NAME
+    started = time.perf_counter()
+    if path.exists():
+        spec.restore(model, torch.load(path, map_location=dev, weights_only=True), hyper)
+    else:
+
+        def batches(n: int):  # noqa: ANN202
+            # The job's own data in an order of its own, cycling when n batches exceed it.
+            order = _epoch_order(len(data), cfg.seed, -1)
+            for i in range(n):
+                start = (i * cfg.batch_size) % len(order)
+                indices = (order + order)[start : start + cfg.batch_size]
+                yield _to(task.collate([data[j] for j in indices]), dev)
+
+        state = spec.prepare(PrepareContext(model, batches, task.loss, hyper, dev))
+        save_checkpoint(out_dir, state, name=PREPARED_NAME)
+    model.train()
+    # Training starts from the same RNG state whether prepare ran now or was restored.
+    torch.manual_seed(cfg.seed + 1)
+    return time.perf_counter() - started
 
 
 def _evaluate(cfg, task: Task, model, data: Sequence[dict], dev, autocast) -> dict[str, float]:  # noqa: ANN001
@@ -249,6 +348,7 @@ def _result(cfg, task, history, injected, plan, step_seconds, seconds, peak_mb, 
     for step, epoch, loss, lr in history.losses:
         metrics.append(("train", "loss", step, epoch, loss))
         metrics.append(("train", "lr", step, epoch, lr))
+    metrics += [("train", "extra_loss", step, epoch, v) for step, epoch, v in history.extras]
     for epoch, step, scores in history.evals:
         metrics += [("eval", name, step, epoch, value) for name, value in scores.items()]
     primary = task.info.primary_metric

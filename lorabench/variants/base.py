@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -60,6 +60,9 @@ class AdapterLinear(nn.Module):
     # False for variants whose method prescribes a non-zero initial update; each such variant
     # tests its own initial delta explicitly.
     zero_init: ClassVar[bool] = True
+    # True for variants that rewrite the frozen weight (PiSSA's residual, ReLoRA's merges):
+    # checkpoints then carry base.weight so a resumed job continues from the same weight.
+    modifies_base: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -236,6 +239,29 @@ def init_lora_factors(lora_a: Tensor, lora_b: Tensor) -> None:
 
 
 @dataclass(frozen=True)
+class PrepareContext:
+    """What a data-driven initialisation gets: the injected model and the job's own data."""
+
+    model: nn.Module
+    # batches(n) yields n training batches (on the device), the same ones on every run.
+    batches: Callable[[int], Iterator[dict[str, Tensor]]]
+    loss: Callable[[nn.Module, dict[str, Tensor]], Tensor]
+    params: Any
+    device: torch.device
+
+
+@dataclass
+class StepContext:
+    """What on_step gets, after the optimizer stepped and before gradients are cleared."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    step: int  # optimizer steps done, this one included
+    total_steps: int
+    params: Any
+
+
+@dataclass(frozen=True)
 class PeftSettings:
     """What a PEFT config needs: exact module names and our hyperparameters."""
 
@@ -268,10 +294,21 @@ class VariantSpec:
     merges: bool
     summary: str
     peft_export: PeftExport | None = None
-    prepare: Hook | None = None
-    param_groups: Hook | None = None
-    on_step: Hook | None = None
-    extra_loss: Hook | None = None
+    # Training hooks, called by the trainer generically (see PrepareContext, StepContext):
+    # prepare(ctx) -> state dict: data-driven init before training; its state is saved, and
+    #   restore(model, state, params) re-applies it on resume instead of redoing prepare.
+    prepare: Callable[[PrepareContext], dict[str, Any]] | None = None
+    restore: Callable[[nn.Module, dict[str, Any], Any], None] | None = None
+    # param_groups(model, lr, params) -> optimizer groups covering every trainable parameter.
+    param_groups: Callable[[nn.Module, float, Any], list[dict[str, Any]]] | None = None
+    # on_step(ctx) after each optimizer step (gradients still present).
+    on_step: Callable[[StepContext], None] | None = None
+    # lr_multiplier(step, total_steps, params) scales the job's schedule (ReLoRA's re-warm-up).
+    lr_multiplier: Callable[[int, int, Any], float] | None = None
+    # extra_loss(model, params) -> tensor added to the task loss (regularisers, MoE balancing).
+    extra_loss: Callable[[nn.Module, Any], Tensor | None] | None = None
+    # report(model, params) -> scalars stored with the job's results (e.g. final ranks).
+    report: Callable[[nn.Module, Any], dict[str, float]] | None = None
 
     @property
     def peft(self) -> bool:
@@ -279,6 +316,8 @@ class VariantSpec:
         return self.peft_export is not None
 
     def __post_init__(self) -> None:
+        if (self.prepare is None) != (self.restore is None):
+            raise ValueError(f"variant {self.name!r}: prepare and restore come together")
         if self.family not in FAMILIES:
             raise ValueError(f"variant {self.name!r}: family must be one of {FAMILIES}")
         if not (dataclasses.is_dataclass(self.params_cls) and isinstance(self.params_cls, type)):

@@ -227,3 +227,39 @@ def load_adapter_state_dict(model: nn.Module, state: Mapping[str, Tensor]) -> No
             raise AdapterStateError(f"{name}: shape {shape} does not match {tuple(p.shape)}")
     for name, p in own.items():
         p.copy_(state[name])
+
+
+def adapter_extra_state(model: nn.Module) -> dict[str, Tensor]:
+    """What a checkpoint needs beyond trainable weights: persistent adapter buffers (masks,
+    running statistics) and, for variants that rewrite it, the base weight."""
+    state: dict[str, Tensor] = {}
+    for name, layer in adapter_layers(model):
+        if layer.modifies_base:
+            state[f"{name}.base.weight"] = layer.base.weight.detach().clone()
+        for key, value in layer.state_dict().items():
+            if not key.startswith("base.") and not _is_parameter(layer, key):
+                state[f"{name}.{key}"] = value.detach().clone()
+    shared = getattr(model, SHARED_ATTR, None)
+    if isinstance(shared, nn.Module):
+        for key, value in shared.state_dict().items():
+            if not _is_parameter(shared, key):
+                state[f"{SHARED_ATTR}.{key}"] = value.detach().clone()
+    return state
+
+
+def _is_parameter(module: nn.Module, key: str) -> bool:
+    return key in dict(module.named_parameters())
+
+
+@torch.no_grad()
+def load_adapter_extra_state(model: nn.Module, state: Mapping[str, Tensor]) -> None:
+    own = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise AdapterStateError(f"extra adapter state does not fit the model: {unknown[:5]}")
+    for name, value in state.items():
+        if own[name].shape != value.shape:
+            raise AdapterStateError(
+                f"{name}: shape {tuple(value.shape)} != {tuple(own[name].shape)}"
+            )
+        own[name].copy_(value)
