@@ -272,21 +272,20 @@ def _scheduler(cfg, optimizer, plan, spec, hyper):  # noqa: ANN001, ANN202
     if spec.lr_multiplier is None:
         return scheduler
     multiplied = [
-        _Multiplied(base, spec.lr_multiplier, plan.total_steps, hyper)
+        _multiplied(base, spec.lr_multiplier, plan.total_steps, hyper)
         for base in scheduler.lr_lambdas
     ]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplied)
 
 
-class _Multiplied:
-    """A schedule factor times a variant's multiplier (ReLoRA's jagged re-warm-up)."""
+def _multiplied(base, multiplier, total_steps: int, params):  # noqa: ANN001, ANN202
+    """A schedule factor times a variant's multiplier (ReLoRA's jagged re-warm-up). A plain
+    function on purpose: LambdaLR checkpoints callable objects' state, and these hold hooks."""
 
-    def __init__(self, base, multiplier, total_steps: int, params) -> None:  # noqa: ANN001
-        self.base, self.multiplier = base, multiplier
-        self.total_steps, self.params = total_steps, params
+    def factor(step: int) -> float:
+        return base(step) * multiplier(step, total_steps, params)
 
-    def __call__(self, step: int) -> float:
-        return self.base(step) * self.multiplier(step, self.total_steps, self.params)
+    return factor
 
 
 def _check_groups(groups: list[dict], trainable: list[torch.nn.Parameter], variant: str) -> None:
