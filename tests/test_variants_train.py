@@ -12,16 +12,23 @@ from lorabench.store import open_engine
 from lorabench.store.models import Job, Metric
 from lorabench.variants import variant_names
 
+# NZLoRA's paper setting (gamma = 16) is sized for 4096-wide models: on the 384-wide embedded
+# encoder its random initial update drowns the pretrained features and 12 steps cannot recover
+# (a finding, kept as the default); the smoke test checks that it learns at gamma = 1.
+OVERRIDES = {"nzlora": "variant_params={gamma_a = 1.0, gamma_b = 1.0}"}
+SETTINGS = ["--task", "bbc-news", "--lr", "5e-3", "--batch-size", "8", "--max-length", "32",
+            "--train-size", "48", "--eval-size", "16", "--epochs", "2"]  # fmt: skip
+
 
 @pytest.mark.slow
 def test_every_variant_trains_and_its_loss_falls(tmp_path: Path):
     db = str(tmp_path / "all.db")
-    plan = CliRunner().invoke(app, [
-        "plan", "--db", db, "--task", "bbc-news", "--variant", ",".join(variant_names()),
-        "--lr", "5e-3", "--batch-size", "8", "--max-length", "32", "--train-size", "48",
-        "--eval-size", "16", "--epochs", "2",
-    ])  # fmt: skip
-    assert plan.exit_code == 0, plan.output
+    plain = [v for v in variant_names() if v not in OVERRIDES]
+    plans = [["--variant", ",".join(plain)]]
+    plans += [["--variant", v, "--set", setting] for v, setting in OVERRIDES.items()]
+    for variant_args in plans:
+        plan = CliRunner().invoke(app, ["plan", "--db", db, *SETTINGS, *variant_args])
+        assert plan.exit_code == 0, plan.output
     work = CliRunner().invoke(app, [
         "work", "--db", db, "--gpu", "cpu", "--exit-when-empty", "--runs-dir", str(tmp_path),
     ])  # fmt: skip
