@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from lorabench.cli import app
@@ -14,17 +13,23 @@ from lorabench.store import claim, finish, open_engine, register_worker, set_out
 from lorabench.train import train_job
 from lorabench.train.export import export_job
 from lorabench.train.loop import build_model
-from lorabench.variants import get_variant, load_adapter_state_dict, variant_names
-from lorabench.variants.peft_export import NATIVE_CONFIG, NATIVE_WEIGHTS
+from lorabench.variants import (
+    get_variant,
+    load_adapter_extra_state,
+    load_adapter_state_dict,
+    variant_names,
+)
+from lorabench.variants.peft_export import NATIVE_CONFIG, load_native
 
 TINY = ["--task", "bbc-news", "--batch-size", "8", "--max-length", "32", "--train-size", "16",
         "--eval-size", "16", "--epochs", "1", "--lr", "1e-2", "--rank", "4"]  # fmt: skip
 
 
-def run_one_job(tmp_path: Path, variant: str) -> tuple[str, JobConfig]:
+def run_one_job(tmp_path: Path, variant: str, *extra: str) -> tuple[str, JobConfig]:
     """Plan one tiny job and train it as a worker would; returns (db, config)."""
     db = str(tmp_path / "x.db")
-    assert CliRunner().invoke(app, ["plan", "--db", db, "--variant", variant, *TINY]).exit_code == 0
+    args = ["plan", "--db", db, "--variant", variant, *TINY, *extra]
+    assert CliRunner().invoke(app, args).exit_code == 0
     engine = open_engine(db)
     claimed = claim(engine, register_worker(engine, "cpu"), lease_seconds=600)
     run_dir = tmp_path / "run"
@@ -39,7 +44,9 @@ def run_one_job(tmp_path: Path, variant: str) -> tuple[str, JobConfig]:
 def trained_logits(cfg: JobConfig, run_dir: Path, batch: dict) -> torch.Tensor:
     torch.manual_seed(cfg.seed)
     _, model, _ = build_model(cfg)
-    load_adapter_state_dict(model, torch.load(run_dir / "checkpoint.pt")["adapter"])
+    checkpoint = torch.load(run_dir / "checkpoint.pt")
+    load_adapter_state_dict(model, checkpoint["adapter"])
+    load_adapter_extra_state(model, checkpoint["adapter_extra"])
     with torch.no_grad():
         return model.eval()(**batch).logits
 
@@ -62,10 +69,15 @@ def test_peft_export_loads_into_peft_with_identical_outputs(tmp_path: Path, batc
 
 @pytest.mark.slow
 def test_variant_without_peft_falls_back_to_the_native_format(tmp_path: Path, batch):
-    native_only = [v for v in variant_names() if not get_variant(v).peft]
-    if not native_only:
-        pytest.skip("every registered variant has a PEFT equivalent")
-    db, cfg = run_one_job(tmp_path, native_only[0])
+    # ReLoRA has no PEFT equivalent and rewrites its base weights: the hardest native case.
+    db, cfg = run_one_job(tmp_path, "relora", "--train-size", "32",
+                          "--set", "variant_params={restarts = 1}")  # fmt: skip
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt")
+    torch.manual_seed(cfg.seed)
+    untouched = dict(build_model(cfg)[1].named_parameters())
+    rewritten = [k for k, v in checkpoint["adapter_extra"].items()
+                 if k.endswith("base.weight") and not torch.equal(v, untouched[k])]  # fmt: skip
+    assert rewritten  # the merge changed the base weights, so the export must carry them
     out = tmp_path / "export"
     result = CliRunner().invoke(app, ["export", "1", str(out), "--db", db])
     assert result.exit_code == 0, result.output
@@ -74,7 +86,7 @@ def test_variant_without_peft_falls_back_to_the_native_format(tmp_path: Path, ba
     assert JobConfig(**saved["job"]) == cfg
     torch.manual_seed(cfg.seed)
     _, model, _ = build_model(cfg)
-    load_adapter_state_dict(model, load_file(str(out / NATIVE_WEIGHTS)))
+    load_native(model, out)
     with torch.no_grad():
         restored = model.eval()(**batch).logits
     assert torch.equal(restored, trained_logits(cfg, tmp_path / "run", batch))

@@ -11,7 +11,12 @@ from lorabench import __version__
 from lorabench.config import JobConfig
 from lorabench.train.checkpoint import load_checkpoint
 from lorabench.train.loop import build_model
-from lorabench.variants import build_params, get_variant, load_adapter_state_dict
+from lorabench.variants import (
+    build_params,
+    get_variant,
+    load_adapter_extra_state,
+    load_adapter_state_dict,
+)
 from lorabench.variants.peft_export import save_native, save_peft, to_peft
 
 FORMATS = ("peft", "native")
@@ -43,6 +48,7 @@ def export_job(cfg: JobConfig, run_dir: Path, out_dir: Path, *, fmt: str = "peft
     torch.manual_seed(cfg.seed)  # frozen random bases (VeRA, RandLoRA) come from their seeds
     task, model, _ = build_model(cfg)
     load_adapter_state_dict(model, checkpoint["adapter"])
+    load_adapter_extra_state(model, checkpoint["adapter_extra"])  # rewritten bases, masks
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "peft":

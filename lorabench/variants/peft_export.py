@@ -10,7 +10,12 @@ from typing import Any
 from torch import nn
 
 from lorabench.variants.base import PeftSettings, get_variant
-from lorabench.variants.inject import adapter_layers, adapter_parameters, adapter_state_dict
+from lorabench.variants.inject import (
+    adapter_extra_state,
+    adapter_layers,
+    adapter_parameters,
+    adapter_state_dict,
+)
 
 NATIVE_WEIGHTS = "adapter.safetensors"
 NATIVE_CONFIG = "lorabench_adapter.json"
@@ -76,11 +81,13 @@ def save_peft(peft_model: nn.Module, out_dir: Path) -> list[Path]:
 
 
 def save_native(model: nn.Module, config: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Trainable weights as safetensors plus the job config that rebuilds the model."""
+    """Trainable weights, adapter buffers and rewritten base weights (ReLoRA, PiSSA) as
+    safetensors, plus the job config that rebuilds the model."""
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.contiguous() for k, v in adapter_state_dict(model).items()}
+    state = {**adapter_state_dict(model), **adapter_extra_state(model)}
+    tensors = {k: v.contiguous() for k, v in state.items()}
     save_file(tensors, str(out_dir / NATIVE_WEIGHTS))
     (out_dir / NATIVE_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return [out_dir / NATIVE_WEIGHTS, out_dir / NATIVE_CONFIG]
@@ -90,3 +97,15 @@ def peft_variants() -> Sequence[str]:
     from lorabench.variants.base import variant_names
 
     return [v for v in variant_names() if get_variant(v).peft]
+
+
+def load_native(model: nn.Module, out_dir: Path) -> None:
+    """Inverse of save_native on a freshly built model of the same job config."""
+    from safetensors.torch import load_file
+
+    from lorabench.variants.inject import load_adapter_extra_state, load_adapter_state_dict
+
+    tensors = load_file(str(out_dir / NATIVE_WEIGHTS))
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    load_adapter_state_dict(model, {k: v for k, v in tensors.items() if k in trainable})
+    load_adapter_extra_state(model, {k: v for k, v in tensors.items() if k not in trainable})
