@@ -12,8 +12,9 @@ from lorabench.config import JobConfig
 from lorabench.store import claim, finish, open_engine, register_worker, set_out_dir
 from lorabench.train import train_job
 from lorabench.train.export import export_job
-from lorabench.train.loop import build_model
+from lorabench.train.loop import PREPARED_NAME, build_model
 from lorabench.variants import (
+    build_params,
     get_variant,
     load_adapter_extra_state,
     load_adapter_state_dict,
@@ -44,6 +45,11 @@ def run_one_job(tmp_path: Path, variant: str, *extra: str) -> tuple[str, JobConf
 def trained_logits(cfg: JobConfig, run_dir: Path, batch: dict) -> torch.Tensor:
     torch.manual_seed(cfg.seed)
     _, model, _ = build_model(cfg)
+    if (run_dir / PREPARED_NAME).exists():
+        state = torch.load(run_dir / PREPARED_NAME, weights_only=True)
+        get_variant(cfg.variant).restore(
+            model, state, build_params(cfg.variant, cfg.variant_params)
+        )
     checkpoint = torch.load(run_dir / "checkpoint.pt")
     load_adapter_state_dict(model, checkpoint["adapter"])
     load_adapter_extra_state(model, checkpoint["adapter_extra"])
@@ -52,9 +58,10 @@ def trained_logits(cfg: JobConfig, run_dir: Path, batch: dict) -> torch.Tensor:
 
 
 @pytest.mark.slow
-def test_peft_export_loads_into_peft_with_identical_outputs(tmp_path: Path, batch):
+@pytest.mark.parametrize("variant", ["lora", "eva"])  # EVA: prepared ranks must be restored
+def test_peft_export_loads_into_peft_with_identical_outputs(variant, tmp_path: Path, batch):
     peft = pytest.importorskip("peft")
-    db, cfg = run_one_job(tmp_path, "lora")
+    db, cfg = run_one_job(tmp_path, variant)
     out = tmp_path / "export"
     result = CliRunner().invoke(app, ["export", "1", "--format", "peft", str(out), "--db", db])
     assert result.exit_code == 0, result.output

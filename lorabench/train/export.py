@@ -10,7 +10,7 @@ import torch
 from lorabench import __version__
 from lorabench.config import JobConfig
 from lorabench.train.checkpoint import load_checkpoint
-from lorabench.train.loop import build_model
+from lorabench.train.loop import PREPARED_NAME, build_model
 from lorabench.variants import (
     build_params,
     get_variant,
@@ -47,6 +47,10 @@ def export_job(cfg: JobConfig, run_dir: Path, out_dir: Path, *, fmt: str = "peft
         raise ExportError(f"the checkpoint in {run_dir} belongs to another job config")
     torch.manual_seed(cfg.seed)  # frozen random bases (VeRA, RandLoRA) come from their seeds
     task, model, _ = build_model(cfg)
+    spec, hyper = get_variant(cfg.variant), build_params(cfg.variant, cfg.variant_params)
+    prepared = run_dir / PREPARED_NAME
+    if spec.restore is not None and prepared.exists():  # data-driven init (EVA's ranks ...)
+        spec.restore(model, torch.load(prepared, weights_only=True), hyper)
     load_adapter_state_dict(model, checkpoint["adapter"])
     load_adapter_extra_state(model, checkpoint["adapter_extra"])  # rewritten bases, masks
     model.eval()
@@ -60,7 +64,7 @@ def export_job(cfg: JobConfig, run_dir: Path, out_dir: Path, *, fmt: str = "peft
                 rank=cfg.rank,
                 alpha=cfg.alpha,
                 dropout=cfg.dropout,
-                params=build_params(cfg.variant, cfg.variant_params),
+                params=hyper,
             )
             return Exported("peft", save_peft(peft_model, out_dir))
         note = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import resource
 import time
@@ -23,6 +24,7 @@ from lorabench.variants import (
     PrepareContext,
     StepContext,
     adapter_extra_state,
+    adapter_parameters,
     adapter_state_dict,
     build_params,
     get_variant,
@@ -149,6 +151,12 @@ def train_job(
     train_data, eval_data = task.load("train"), task.load("validation")
     plan = Schedule.for_job(cfg, len(train_data))
     prepare_seconds = _prepare(spec, hyper, cfg, task, model, train_data, out_dir, dev)
+    if prepare_seconds is not None:  # prepare may reallocate ranks (EVA): count again
+        injected = dataclasses.replace(
+            injected,
+            adapter_params=sum(p.numel() for p in adapter_parameters(model) if p.requires_grad),
+            trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        )
     trainable = [p for p in model.parameters() if p.requires_grad]
     if spec.param_groups is not None:
         groups = spec.param_groups(model, cfg.lr, hyper)

@@ -271,6 +271,8 @@ class PeftSettings:
     dropout: float
     params: Any
     modules_to_save: list[str]
+    # Rank of each wrapped layer where a variant allocates ranks per layer (EVA).
+    ranks: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ def to_peft(
         dropout=dropout,
         params=params,
         modules_to_save=heads,
+        ranks={name: layer.rank for name, layer in layers},
     )
     peft_model = get_peft_model(fresh_base(), spec.peft_export.make_config(settings))
     inner = peft_model.base_model.model
