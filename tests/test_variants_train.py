@@ -15,10 +15,14 @@ from lorabench.variants import variant_names
 # Settings that differ from the shared ones, each for a reason that is itself a finding:
 # NZLoRA's gamma = 16 is sized for 4096-wide models; on the 384-wide embedded encoder its random
 # initial update drowns the pretrained features and 12 steps cannot recover (kept as the
-# default); LoRA+ trains B at 16x the rate, which diverges at the shared 5e-3.
+# default); LoRA+ trains B at 16x the rate, CorDA puts W's principal components in the adapter
+# and LoRA-GA starts from gradient-aligned factors: all three are effectively faster, diverge at
+# the shared 5e-3 and learn at 1e-3 (the paper's point that such variants shift the best lr).
 OVERRIDES = {
     "nzlora": ["--set", "variant_params={gamma_a = 1.0, gamma_b = 1.0}"],
     "lora-plus": ["--lr", "1e-3"],
+    "corda": ["--lr", "1e-3"],
+    "lora-ga": ["--lr", "1e-3"],
 }
 SETTINGS = ["--task", "bbc-news", "--batch-size", "8", "--max-length", "32",
             "--train-size", "48", "--eval-size", "16", "--epochs", "2"]  # fmt: skip
@@ -50,8 +54,11 @@ def test_every_variant_trains_and_its_loss_falls(tmp_path: Path):
             losses.setdefault(job_id, []).append(value)
     failed = {json.loads(c)["variant"]: e for _, c, s, e in jobs if s != "done"}
     assert not failed, failed
+    not_falling = {}
     for job_id, config, _, _ in jobs:
         curve = losses[job_id]
         assert len(curve) == 12
         first, last = sum(curve[:3]) / 3, sum(curve[-3:]) / 3
-        assert last < first, (json.loads(config)["variant"], curve)
+        if not last < first:
+            not_falling[json.loads(config)["variant"]] = (round(first, 3), round(last, 3))
+    assert not not_falling, not_falling
