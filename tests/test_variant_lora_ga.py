@@ -8,12 +8,11 @@ import math
 
 import pytest
 import torch
-from helpers import randomise
+from helpers import linear_loss, prepare_context, randomise
 from torch import nn
 
 from lorabench.variants import (
     InvalidVariantParams,
-    PrepareContext,
     adapter_layers,
     adapter_parameters,
     build_params,
@@ -27,12 +26,8 @@ from lorabench.variants.peft_export import save_peft, to_peft
 SPEC = get_variant("lora-ga")
 
 
-def context(model, batches, loss, **params) -> PrepareContext:
-    def take(n):
-        for i in range(n):
-            yield batches[i % len(batches)]
-
-    return PrepareContext(model, take, loss, LoRAGAParams(**params), torch.device("cpu"))
+def context(model, batches, loss, **params):
+    return prepare_context(model, batches, loss, LoRAGAParams(**params))
 
 
 # --- hand-computed case -----------------------------------------------------------------------
@@ -40,11 +35,6 @@ def context(model, batches, loss, **params) -> PrepareContext:
 # v1 = f1, v2 = f2, v3 = f3 (largest entry positive) and u1 = e1, u2 = -e3, u3 = e4.
 HAND_G = [[4.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 0.5]]
 HAND_W = [[1.0, 2.0, 0.0], [0.0, 1.0, -1.0], [2.0, 0.0, 1.0], [-1.0, 1.0, 0.0]]
-
-
-def linear_loss(model, batch):
-    # L = sum(T * (X W^T)): dL/dW = T^T X, = T^T for X = I.
-    return (model(batch["x"]) * batch["t"]).sum()
 
 
 def hand_model():

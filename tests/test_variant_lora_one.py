@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
+from helpers import linear_loss, prepare_context
 from torch import nn
 
 from lorabench.variants import (
     InvalidVariantParams,
-    PrepareContext,
     adapter_layers,
     adapter_parameters,
     build_params,
@@ -23,12 +23,8 @@ from lorabench.variants.lora_one import LoRAOneLinear, LoRAOneParams, lora_one_f
 SPEC = get_variant("lora-one")
 
 
-def context(model, batches, loss, **params) -> PrepareContext:
-    def take(n):
-        for i in range(n):
-            yield batches[i % len(batches)]
-
-    return PrepareContext(model, take, loss, LoRAOneParams(**params), torch.device("cpu"))
+def context(model, batches, loss, **params):
+    return prepare_context(model, batches, loss, LoRAOneParams(**params))
 
 
 # --- hand-computed case -----------------------------------------------------------------------
@@ -36,11 +32,6 @@ def context(model, batches, loss, **params) -> PrepareContext:
 # with v1 = f1, u1 = -e1 and v2 = f2, u2 = e3 (each v's largest entry positive).
 HAND_G = [[4.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 0.5]]
 HAND_W = [[1.0, 2.0, 0.0], [0.0, 1.0, -1.0], [2.0, 0.0, 1.0], [-1.0, 1.0, 0.0]]
-
-
-def linear_loss(model, batch):
-    # L = sum(T * (X W^T)): dL/dW = T^T X, = T^T for X = I.
-    return (model(batch["x"]) * batch["t"]).sum()
 
 
 def test_hand_computed_factors_and_initial_update():
