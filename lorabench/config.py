@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lorabench.tasks import get_task_info, task_names
+from lorabench.tasks import build_task_params, get_task_info, task_names
 from lorabench.variants import build_params, variant_names
 
 
@@ -27,6 +27,7 @@ class JobConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     task: str
+    task_params: dict[str, Any] = Field(default_factory=dict)
     model: str
     variant: str
     variant_params: dict[str, Any] = Field(default_factory=dict)
@@ -62,6 +63,7 @@ class JobConfig(BaseModel):
                 f"known: {', '.join(variant_names())}"
             )
         build_params(self.variant, self.variant_params)
+        build_task_params(self.task, self.task_params)
         if not math.isfinite(self.lr):
             raise ValueError("field 'lr': must be a finite number")
         if not self.targets:
@@ -69,7 +71,11 @@ class JobConfig(BaseModel):
         return self
 
     def canonical_json(self, *, without: tuple[str, ...] = ()) -> str:
-        data = {k: v for k, v in self.model_dump(mode="json").items() if k not in without}
+        data = {
+            k: v
+            for k, v in self.model_dump(mode="json").items()
+            if k not in without and not (k in _OMIT_WHEN_EMPTY and not v)
+        }
         return json.dumps(_normalise(data), sort_keys=True, separators=(",", ":"))
 
     @property
@@ -80,6 +86,10 @@ class JobConfig(BaseModel):
     def group_hash(self) -> str:
         """Identifies the job's cell: the same config over seeds."""
         return _sha256(self.canonical_json(without=("seed",)))
+
+
+# Fields added after databases existed: left out while empty, so older jobs keep their hash.
+_OMIT_WHEN_EMPTY = ("task_params",)
 
 
 def _sha256(text: str) -> str:
@@ -103,6 +113,7 @@ SWEEP_META_FIELDS = ("name", "description", "max_attempts", "priority")
 _COMPOUND_FIELDS: dict[str, tuple[type, ...]] = {
     "targets": (list, tuple),
     "variant_params": (dict,),
+    "task_params": (dict,),
 }
 
 
@@ -206,7 +217,7 @@ def resolve_job(values: Mapping[str, Any], *, source: str = "config") -> JobConf
         return JobConfig(**resolved)
     except ValidationError as error:
         raise ConfigError(_describe(error, source)) from None
-    except ValueError as error:  # raised by the variant's own parameter validation
+    except ValueError as error:  # raised by the variant's or task's parameter validation
         raise ConfigError(f"{source}: {error}") from None
 
 

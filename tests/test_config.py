@@ -132,3 +132,14 @@ def test_plan_size_is_the_product_of_distinct_values(lrs, seeds):
         assert job(lr=float(repr(cfg.lr)), seed=cfg.seed, variant=cfg.variant).config_hash == (
             cfg.config_hash
         )
+
+
+def test_empty_task_params_leave_the_canonical_json_as_before():
+    # Jobs planned before task_params existed must keep their hash.
+    assert "task_params" not in job().canonical_json()
+    assert job(task_params={}).config_hash == job().config_hash
+
+
+def test_unknown_task_params_are_refused_at_plan_time():
+    with pytest.raises(ConfigError, match="task 'bbc-news': unknown parameter 'data'"):
+        resolve_job({"task": "bbc-news", "variant": "lora", "lr": 1e-3, "task_params": {"data": 1}})

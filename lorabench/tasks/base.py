@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 Batch = dict[str, torch.Tensor]
@@ -26,6 +27,16 @@ class TaskDefaults:
     eval_size: int | None = None
 
 
+class TaskParams(BaseModel):
+    """A task's own settings (data source, generation length ...), given as `task_params`.
+
+    Subclasses list their fields with defaults; unknown keys and wrong types are refused
+    when the sweep is planned, not when a worker starts the job.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
 @dataclass(frozen=True)
 class TaskInfo:
     """What `lorabench tasks` shows and what `plan` validates against."""
@@ -37,6 +48,7 @@ class TaskInfo:
     defaults: TaskDefaults
     needs_download: bool
     summary: str
+    params_cls: type[TaskParams] = TaskParams
 
 
 class Task(Protocol):
@@ -48,12 +60,17 @@ class Task(Protocol):
 
     info: TaskInfo
     head_modules: tuple[str, ...]  # modules trained in full beside the adapters (a new head)
+    eval_batch_size: int | None  # None: the job's batch_size (generation may want another)
 
     def load_model(self) -> nn.Module: ...
 
     def load(self, split: str) -> Sequence[dict[str, Any]]: ...
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> Batch: ...
+
+    def collate_eval(self, examples: Sequence[dict[str, Any]]) -> Batch:
+        """Batches for `evaluate`: the training batch for classifiers, prompts for generation."""
+        ...
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor: ...
 
@@ -69,12 +86,17 @@ class TaskSettings:
     seed: int
     train_size: int | None
     eval_size: int | None
+    params: TaskParams = TaskParams()
 
 
 TaskFactory = Callable[[TaskSettings], Task]
 
 
 class UnknownTaskError(ValueError):
+    pass
+
+
+class InvalidTaskParams(ValueError):
     pass
 
 
@@ -103,3 +125,19 @@ def get_task_info(name: str) -> TaskInfo:
 def build_task(name: str, settings: TaskSettings) -> Task:
     get_task_info(name)
     return _REGISTRY[name][1](settings)
+
+
+def build_task_params(name: str, values: dict[str, Any] | None = None) -> TaskParams:
+    """The task's validated params; missing fields take the task's defaults."""
+    cls = get_task_info(name).params_cls
+    allowed = ", ".join(cls.model_fields) or "(none)"
+    try:
+        return cls(**(values or {}))
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            message = f"unknown parameter {key!r}; allowed: {allowed}"
+        else:
+            message = f"parameter {key}={first.get('input')!r}: {first['msg']}"
+        raise InvalidTaskParams(f"task {name!r}: {message}") from None

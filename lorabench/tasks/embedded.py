@@ -54,6 +54,7 @@ class BbcNews:
     """all-MiniLM-L6-v2 with a new linear head on 5-class BBC News (2,225 documents)."""
 
     head_modules = ("classifier",)
+    eval_batch_size = None
 
     def __init__(self, settings: TaskSettings) -> None:
         from transformers import AutoTokenizer
@@ -109,6 +110,9 @@ class BbcNews:
             "attention_mask": padded["attention_mask"],
             "labels": torch.tensor([e["label"] for e in examples]),
         }
+
+    def collate_eval(self, examples: Sequence[dict[str, Any]]) -> Batch:
+        return self.collate(examples)
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return model(**batch).loss

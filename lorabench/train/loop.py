@@ -16,7 +16,7 @@ import torch
 from transformers import get_scheduler
 
 from lorabench.config import JobConfig
-from lorabench.tasks import Task, TaskSettings, build_task
+from lorabench.tasks import Task, TaskSettings, build_task, build_task_params
 from lorabench.train.checkpoint import load_checkpoint, save_checkpoint
 from lorabench.train.errors import DeterministicFailure, Interrupted, NonFiniteLoss
 from lorabench.variants import (
@@ -114,6 +114,7 @@ def build_model(cfg: JobConfig) -> tuple[Task, torch.nn.Module, InjectReport]:
             seed=cfg.seed,
             train_size=cfg.train_size,
             eval_size=cfg.eval_size,
+            params=build_task_params(cfg.task, cfg.task_params),
         ),
     )
     model = task.load_model()
@@ -336,10 +337,8 @@ def _prepare(spec, hyper, cfg, task, model, data, out_dir: Path, dev) -> float |
 
 def _evaluate(cfg, task: Task, model, data: Sequence[dict], dev, autocast) -> dict[str, float]:  # noqa: ANN001
     model.eval()
-    batches = (
-        _to(task.collate(data[i : i + cfg.batch_size]), dev)
-        for i in range(0, len(data), cfg.batch_size)
-    )
+    size = task.eval_batch_size or cfg.batch_size
+    batches = (_to(task.collate_eval(data[i : i + size]), dev) for i in range(0, len(data), size))
     with autocast:
         scores = task.evaluate(model, batches)
     model.train()
