@@ -1,6 +1,12 @@
-"""Benchmarks as `Task`s; importing this package registers every task."""
+"""Benchmarks as `Task`s; importing this package registers every task.
 
-from lorabench.tasks import embedded  # noqa: F401  (registers its tasks)
+Every module here is imported so its `register_task` calls run: task modules keep heavy
+imports (datasets, transformers) inside functions, so `lorabench --help` stays fast.
+"""
+
+import importlib
+import pkgutil
+
 from lorabench.tasks.base import (
     InvalidTaskParams,
     Task,
@@ -28,3 +34,7 @@ __all__ = [
     "get_task_info",
     "task_names",
 ]
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
