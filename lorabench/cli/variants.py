@@ -33,15 +33,17 @@ def variants_command() -> None:
 
 
 def tasks_command() -> None:
-    """Every task: family, default model, metrics, whether it needs a download."""
+    """Every task: family, default model, metrics, download, task_params (defaults)."""
     from lorabench.tasks import get_task_info, task_names
 
     table = Table(title="tasks")
-    for column in ("task", "family", "model", "metrics (primary first)", "download"):
+    columns = ("task", "family", "model", "metrics (primary first)", "download", "task_params")
+    for column in columns:
         table.add_column(column, overflow="fold", no_wrap=column == "task")
     for name in task_names():
         info = get_task_info(name)
         metrics = [info.primary_metric, *(m for m in info.metrics if m != info.primary_metric)]
+        params = ", ".join(f"{k}={v!r}" for k, v in info.params_cls().model_dump().items())
         table.add_row(name, info.family, info.defaults.model, ", ".join(metrics),
-                      "yes" if info.needs_download else "no")  # fmt: skip
+                      "yes" if info.needs_download else "no", params or "—")  # fmt: skip
     console.print(table)
