@@ -133,3 +133,11 @@ def test_variants_command_lists_every_variant_with_its_family():
         assert get_variant(name).family in result.output
     tasks = CliRunner().invoke(app, ["tasks"], terminal_width=200)
     assert "bbc-news" in tasks.output and "accuracy, macro_f1" in tasks.output
+
+
+def test_tasks_command_shows_one_task_in_full_and_refuses_unknown_names():
+    detail = CliRunner().invoke(app, ["tasks", "bbc-news"])
+    assert detail.exit_code == 0
+    assert "default max_length" in detail.output and "128" in detail.output
+    unknown = CliRunner().invoke(app, ["tasks", "no-such-task"])
+    assert unknown.exit_code == 2 and "unknown task 'no-such-task'" in unknown.output

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
+import typer
 from rich.table import Table
 
-from lorabench.cli.common import console
+from lorabench.cli.common import console, user_errors
+from lorabench.tasks.base import TaskInfo
 
 
 def _defaults(params_cls: type) -> str:
@@ -32,18 +35,39 @@ def variants_command() -> None:
     console.print(table)
 
 
-def tasks_command() -> None:
-    """Every task: family, default model, metrics, download, task_params (defaults)."""
+def tasks_command(
+    name: Annotated[str | None, typer.Argument(help="Show one task in full.")] = None,
+) -> None:
+    """Every task: family, default model, metrics, whether it needs a download."""
     from lorabench.tasks import get_task_info, task_names
 
-    table = Table(title="tasks")
-    columns = ("task", "family", "model", "metrics (primary first)", "download", "task_params")
-    for column in columns:
-        table.add_column(column, overflow="fold", no_wrap=column == "task")
-    for name in task_names():
-        info = get_task_info(name)
-        metrics = [info.primary_metric, *(m for m in info.metrics if m != info.primary_metric)]
-        params = ", ".join(f"{k}={v!r}" for k, v in info.params_cls().model_dump().items())
-        table.add_row(name, info.family, info.defaults.model, ", ".join(metrics),
-                      "yes" if info.needs_download else "no", params or "—")  # fmt: skip
+    with user_errors():
+        if name is not None:
+            _task_details(get_task_info(name))
+            return
+    table = Table(title="tasks (lorabench tasks NAME for defaults and task_params)")
+    for column in ("task", "family", "model", "metrics (primary first)", "download"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("task", "family"))
+    for task in task_names():
+        info = get_task_info(task)
+        table.add_row(task, info.family, info.defaults.model, ", ".join(_metrics(info)),
+                      "yes" if info.needs_download else "no")  # fmt: skip
+    console.print(table)
+
+
+def _metrics(info: TaskInfo) -> list[str]:
+    return [info.primary_metric, *(m for m in info.metrics if m != info.primary_metric)]
+
+
+def _task_details(info: TaskInfo) -> None:
+    table = Table(title=f"{info.name}: {info.summary}", show_header=False)
+    table.add_column("key", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_row("family", info.family)
+    table.add_row("metrics (primary first)", ", ".join(_metrics(info)))
+    table.add_row("needs download", "yes" if info.needs_download else "no")
+    for field, value in dataclasses.asdict(info.defaults).items():
+        table.add_row(f"default {field}", repr(value))
+    for field, value in info.params_cls().model_dump().items():
+        table.add_row(f"task_params.{field}", repr(value))
     console.print(table)

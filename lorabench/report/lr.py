@@ -43,7 +43,8 @@ def _label_variants(frame: pd.DataFrame, jobs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _is_fraction(evals: pd.DataFrame) -> bool:
-    return bool(len(evals)) and bool(evals["value"].between(0, 1).all())
+    # Correlations (CoLA's MCC, STS-B's Pearson) may dip below 0; the paper shows them x100 too.
+    return bool(len(evals)) and bool(evals["value"].between(-1, 1).all())
 
 
 def lr_report(

@@ -349,6 +349,11 @@ def _to(batch: dict[str, torch.Tensor], dev: torch.device) -> dict[str, torch.Te
     return {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
 
 
+def _rank(score: float) -> float:
+    # NaN compares false both ways, so an epoch scored NaN would otherwise win or lose at random.
+    return score if math.isfinite(score) else -math.inf
+
+
 def _result(cfg, task, history, injected, plan, step_seconds, seconds, peak_mb, resumed_from):  # noqa: ANN001
     metrics: list[tuple[str, str, int, int | None, float]] = []
     for step, epoch, loss, lr in history.losses:
@@ -358,7 +363,9 @@ def _result(cfg, task, history, injected, plan, step_seconds, seconds, peak_mb, 
     for epoch, step, scores in history.evals:
         metrics += [("eval", name, step, epoch, value) for name, value in scores.items()]
     primary = task.info.primary_metric
-    best_epoch, _, best_scores = max(history.evals, key=lambda row: (row[2][primary], -row[0]))
+    best_epoch, _, best_scores = max(
+        history.evals, key=lambda row: (_rank(row[2][primary]), -row[0])
+    )
     summary = {
         f"best_{primary}": best_scores[primary],
         "best_epoch": float(best_epoch),

@@ -52,6 +52,7 @@ def run_child(
         return stop.is_set()
 
     from lorabench.config import ConfigError, JobConfig
+    from lorabench.tasks.sources import DataSourceError
     from lorabench.train import DeterministicFailure, Interrupted, train_job
 
     try:
@@ -69,7 +70,7 @@ def run_child(
         )
     except Interrupted as interrupted:
         events.put(("interrupted", {"step": interrupted.step}))
-    except (DeterministicFailure, ConfigError) as error:
+    except (DeterministicFailure, ConfigError, DataSourceError) as error:
         events.put(("error", {"transient": False, "message": str(error)}))
     except BaseException as error:  # noqa: BLE001  (every failure must reach the supervisor)
         summary = "".join(traceback.format_exception(error, limit=-3)).strip()

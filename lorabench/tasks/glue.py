@@ -1,0 +1,295 @@
+"""The nine GLUE tasks on RoBERTa-base, set up as the paper runs them (Appendix C, NLU).
+
+Paper settings, kept as the task defaults: RoBERTa-base, max length 256, batch 32, 10 epochs,
+linear decay with 3% warm-up, no weight decay, fp32, the best epoch's score. GLUE's test
+labels are hidden (-1), so every task scores on validation; MNLI on both of its validation
+sets, with the matched one as the task's score (the number GLUE papers, LoRA's included,
+print as "MNLI"; the mismatched one is reported beside it).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lorabench.tasks.base import (
+    Batch,
+    TaskDefaults,
+    TaskInfo,
+    TaskParams,
+    TaskSettings,
+    register_task,
+)
+from lorabench.tasks.glue_metrics import score
+from lorabench.tasks.models import resolve_model
+from lorabench.tasks.sources import DataSourceError, load_split
+
+ROBERTA_BASE = "FacebookAI/roberta-base"
+GLUE = "nyu-mll/glue"
+# Every linear layer of every encoder block (attention q/k/v and output, both feed-forward
+# layers). "*.layer.*.dense" rather than "dense": RoBERTa's classification head has a `dense`
+# of its own, and the head trains in full.
+ENCODER_TARGETS = ("query", "key", "value", "*.layer.*.dense")
+# Subsets (train_size / eval_size) are drawn with a fixed seed, whatever the job's seed, so
+# every job of a sweep sees the same examples.
+_SUBSET_SEED = 0
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class GlueDataError(DataSourceError):
+    """GLUE data that loads but cannot be used (missing columns, hidden labels ...)."""
+
+
+@dataclass(frozen=True)
+class GlueSpec:
+    """One GLUE subtask: its hub config, columns, labels and metrics."""
+
+    config: str
+    title: str
+    text_fields: tuple[str, ...]
+    label_names: tuple[str, ...]  # empty: a regression task (STS-B's 0-5 similarity)
+    metrics: tuple[str, ...]  # the first is the paper's score for the task
+    # (split, suffix of its metric names): MNLI scores two validation sets.
+    validation: tuple[tuple[str, str], ...] = (("validation", ""),)
+
+    @property
+    def regression(self) -> bool:
+        return not self.label_names
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names) or 1
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(f"{m}{suffix}" for _, suffix in self.validation for m in self.metrics)
+
+
+# Metrics as the paper's text names them: MCC for CoLA, Pearson for STS-B, F1 for QQP,
+# accuracy for the rest (MRPC included).
+SPECS = (
+    GlueSpec("cola", "CoLA acceptability", ("sentence",), ("unacceptable", "acceptable"),
+             ("matthews_correlation", "accuracy")),
+    GlueSpec("sst2", "SST-2 sentiment", ("sentence",), ("negative", "positive"), ("accuracy",)),
+    GlueSpec("mrpc", "MRPC paraphrase", ("sentence1", "sentence2"),
+             ("not_equivalent", "equivalent"), ("accuracy", "f1")),
+    GlueSpec("qqp", "QQP duplicate questions", ("question1", "question2"),
+             ("not_duplicate", "duplicate"), ("f1", "accuracy")),
+    GlueSpec("stsb", "STS-B similarity (regression)", ("sentence1", "sentence2"), (),
+             ("pearson", "spearmanr")),
+    GlueSpec("mnli", "MNLI inference", ("premise", "hypothesis"),
+             ("entailment", "neutral", "contradiction"), ("accuracy",),
+             (("validation_matched", "_matched"), ("validation_mismatched", "_mismatched"))),
+    GlueSpec("qnli", "QNLI question answering", ("question", "sentence"),
+             ("entailment", "not_entailment"), ("accuracy",)),
+    GlueSpec("rte", "RTE entailment", ("sentence1", "sentence2"),
+             ("entailment", "not_entailment"), ("accuracy",)),
+    GlueSpec("wnli", "WNLI coreference", ("sentence1", "sentence2"),
+             ("not_entailment", "entailment"), ("accuracy",)),
+)  # fmt: skip
+
+
+class GlueParams(TaskParams):
+    """Where the data comes from."""
+
+    # A hub name, or a local folder laid out like the hub repository (parquet files and a
+    # README whose `configs:` list them), or a DatasetDict written by `save_to_disk`.
+    data: str = GLUE
+    # The dataset config to read; None: the subtask's GLUE name (cola, mnli ...). A plain
+    # folder of train/validation files has one config, "default".
+    config: str | None = None
+
+
+class GlueTask:
+    """A sequence classifier (a regressor for STS-B) with a new head on one GLUE subtask."""
+
+    head_modules = ("classifier",)
+    eval_batch_size = None
+
+    def __init__(self, spec: GlueSpec, info: TaskInfo, settings: TaskSettings) -> None:
+        from transformers import AutoTokenizer
+
+        self.spec, self.info, self.settings = spec, info, settings
+        params = settings.params
+        self.params = params if isinstance(params, GlueParams) else GlueParams()
+        if Path(self.params.data).expanduser().is_file():
+            raise GlueDataError(
+                f"task {info.name!r}: data={self.params.data!r} is a single file, which would "
+                "serve as both train and validation; give a folder laid out like the hub "
+                f"repository {GLUE} (or a DatasetDict saved with save_to_disk)"
+            )
+        self._model_path = resolve_model(settings.model)
+        self.tokenizer = AutoTokenizer.from_pretrained(self._model_path)
+
+    def load_model(self) -> nn.Module:
+        from transformers import AutoModelForSequenceClassification, logging
+
+        spec = self.spec
+        labels = spec.label_names or ("score",)
+        verbosity = logging.get_verbosity()
+        # The new head (and a pretraining head left unused) is reported on every load.
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+        try:
+            return AutoModelForSequenceClassification.from_pretrained(
+                self._model_path,
+                num_labels=spec.num_labels,
+                problem_type="regression" if spec.regression else "single_label_classification",
+                id2label=dict(enumerate(labels)),
+                label2id={name: i for i, name in enumerate(labels)},
+                # A checkpoint with another task's head gets this task's new head instead.
+                ignore_mismatched_sizes=True,
+            )
+        finally:
+            logging.set_verbosity(verbosity)
+
+    def load(self, split: str) -> Sequence[dict[str, Any]]:
+        if split == "train":
+            parts, size = (("train", ""),), self.settings.train_size
+        elif split == "validation":
+            parts, size = self.spec.validation, self.settings.eval_size
+        else:
+            raise GlueDataError(
+                f"task {self.info.name!r}: unknown split {split!r}; expected 'train' or "
+                "'validation' (GLUE's test labels are hidden, so scores come from validation)"
+            )
+        examples: list[dict[str, Any]] = []
+        for group, (name, _) in enumerate(parts):
+            texts, labels = self._read(name, size)
+            examples += self._encode(texts, labels, group)
+        return examples
+
+    def _read(self, split: str, size: int | None) -> tuple[list[list[str]], list[float]]:
+        spec, data = self.spec, self.params.data
+        config = self.params.config or spec.config
+        dataset = load_split(data, split, config=config)
+        where = f"{data!r} (config {config!r}, split {split!r})"
+        needed = [*spec.text_fields, "label"]
+        missing = [c for c in needed if c not in dataset.column_names]
+        if missing:
+            raise GlueDataError(
+                f"{where} lacks column(s) {', '.join(missing)}; GLUE {spec.config} needs "
+                f"{', '.join(needed)}; it has {', '.join(dataset.column_names) or 'none'}"
+            )
+        if len(dataset) == 0:
+            raise GlueDataError(f"{where} has no rows")
+        if size is not None and size < len(dataset):
+            picked = random.Random(_SUBSET_SEED).sample(range(len(dataset)), size)
+            dataset = dataset.select(sorted(picked))
+        columns = dataset.select_columns(needed).to_dict()
+        texts = [columns[field] for field in spec.text_fields]
+        for field, values in zip(spec.text_fields, texts, strict=True):
+            bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+            if bad is not None:
+                raise GlueDataError(f"{where}: row {bad} has {field}={values[bad]!r}, not text")
+        return texts, self._labels(columns["label"], where)
+
+    def _labels(self, labels: list[Any], where: str) -> list[float]:
+        if any(v == -1 for v in labels):
+            raise GlueDataError(
+                f"{where} has hidden labels (-1), as GLUE's test splits do; train and score "
+                "on splits with labels"
+            )
+        if self.spec.regression:
+            bad = next((v for v in labels if not _is_number(v) or not math.isfinite(v)), None)
+            if bad is not None:
+                raise GlueDataError(f"{where}: label {bad!r} is not a finite number")
+            return [float(v) for v in labels]
+        n = self.spec.num_labels
+        bad = next((v for v in labels if not isinstance(v, int) or not 0 <= v < n), None)
+        if bad is not None:
+            raise GlueDataError(
+                f"{where}: label {bad!r} is not a class id 0..{n - 1} "
+                f"({', '.join(self.spec.label_names)})"
+            )
+        return labels
+
+    def _encode(
+        self, texts: list[list[str]], labels: list[float], group: int
+    ) -> list[dict[str, Any]]:
+        # Pairs are truncated longest-first, as Hugging Face's GLUE example does.
+        encoded = self.tokenizer(*texts, truncation=True, max_length=self.settings.max_length)
+        keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
+        return [
+            {**{k: encoded[k][i] for k in keys}, "label": label, "group": group}
+            for i, label in enumerate(labels)
+        ]
+
+    def collate(self, examples: Sequence[dict[str, Any]]) -> Batch:
+        keys = [k for k in ("input_ids", "token_type_ids") if k in examples[0]]
+        batch = dict(self.tokenizer.pad({k: [e[k] for e in examples] for k in keys},
+                                        return_tensors="pt"))  # fmt: skip
+        dtype = torch.float32 if self.spec.regression else torch.long
+        batch["labels"] = torch.tensor([e["label"] for e in examples], dtype=dtype)
+        return batch
+
+    def collate_eval(self, examples: Sequence[dict[str, Any]]) -> Batch:
+        batch = self.collate(examples)
+        batch["group"] = torch.tensor([e["group"] for e in examples])
+        return batch
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return model(**batch).loss
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+        groups = len(self.spec.validation)
+        labels: list[list[float]] = [[] for _ in range(groups)]
+        predictions: list[list[float]] = [[] for _ in range(groups)]
+        for batch in batches:
+            logits = model(**{k: batch[k] for k in _INPUTS if k in batch}).logits.float()
+            if self.spec.regression:
+                predicted = logits.squeeze(-1).tolist()
+            else:
+                predicted = logits.argmax(dim=-1).tolist()
+            for group, label, value in zip(batch["group"].tolist(), batch["labels"].tolist(),
+                                           predicted, strict=True):  # fmt: skip
+                labels[group].append(label)
+                predictions[group].append(value)
+        scores: dict[str, float] = {}
+        for group, (_, suffix) in enumerate(self.spec.validation):
+            part = score(self.spec.metrics, labels[group], predictions[group])
+            scores.update({f"{name}{suffix}": value for name, value in part.items()})
+        return scores
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def task_name(spec: GlueSpec) -> str:
+    return f"glue-{spec.config}"
+
+
+def _info(spec: GlueSpec) -> TaskInfo:
+    names = spec.metric_names
+    return TaskInfo(
+        name=task_name(spec),
+        family="nlu",
+        primary_metric=names[0],
+        metrics=names,
+        defaults=TaskDefaults(
+            model=ROBERTA_BASE,
+            targets=ENCODER_TARGETS,
+            max_length=256,
+            batch_size=32,
+            epochs=10,
+            schedule="linear",
+        ),
+        needs_download=True,
+        summary=f"GLUE {spec.title} on RoBERTa-base; scored by {names[0]} on validation",
+        params_cls=GlueParams,
+    )
+
+
+for _spec in SPECS:
+    _task_info = _info(_spec)
+    register_task(_task_info, functools.partial(GlueTask, _spec, _task_info))
