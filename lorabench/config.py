@@ -211,6 +211,7 @@ def resolve_job(values: Mapping[str, Any], *, source: str = "config") -> JobConf
         "schedule": defaults.schedule,
         "train_size": defaults.train_size,
         "eval_size": defaults.eval_size,
+        "weight_decay": defaults.weight_decay,
         **values,
     }
     try:

@@ -25,6 +25,7 @@ class TaskDefaults:
     schedule: str
     train_size: int | None = None
     eval_size: int | None = None
+    weight_decay: float = 0.0
 
 
 class TaskParams(BaseModel):
