@@ -29,3 +29,34 @@ def prepare_context(model: nn.Module, batches: list, loss, params) -> PrepareCon
 def linear_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     """L = sum(T * (X W^T)), so dL/dW = T^T X: a loss whose weight gradient is known exactly."""
     return (model(batch["x"]) * batch["t"]).sum()
+
+
+def plan_and_work(db: str, runs_dir, *plan_args: str) -> None:  # noqa: ANN001
+    """`lorabench plan --db DB ARGS…`, then one CPU worker until the queue is empty."""
+    from typer.testing import CliRunner
+
+    from lorabench.cli import app
+
+    plan = CliRunner().invoke(app, ["plan", "--db", db, *plan_args])
+    assert plan.exit_code == 0, plan.output
+    work = CliRunner().invoke(
+        app, ["work", "--db", db, "--gpu", "cpu", "--exit-when-empty", "--runs-dir", str(runs_dir)]
+    )
+    assert work.exit_code == 0, work.output
+
+
+def only_job_metrics(db: str) -> list:
+    """The (split, name, epoch, value) rows of the database's single job, which must be done."""
+    from sqlalchemy import select
+
+    from lorabench.store import open_engine
+    from lorabench.store.models import Job, Metric
+
+    with open_engine(db, read_only=True).connect() as conn:
+        ((job_id, state, error),) = conn.execute(select(Job.id, Job.state, Job.error)).all()
+        assert state == "done", error
+        return conn.execute(
+            select(Metric.split, Metric.name, Metric.epoch, Metric.value).where(
+                Metric.job_id == job_id
+            )
+        ).all()

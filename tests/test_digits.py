@@ -4,14 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from sqlalchemy import select
+from helpers import only_job_metrics, plan_and_work
 from torch import nn
-from typer.testing import CliRunner
 
-from lorabench.cli import app
 from lorabench.config import resolve_job
-from lorabench.store import open_engine
-from lorabench.store.models import Job, Metric
 from lorabench.tasks import InvalidTaskParams, TaskSettings, build_task, build_task_params
 from lorabench.tasks.digits import (
     IMAGENET_MEAN,
@@ -141,21 +137,12 @@ def test_mistakes_get_clear_messages(tmp_path):
 @pytest.mark.slow
 def test_a_lora_job_trains_through_plan_and_work(tmp_path: Path):
     db = str(tmp_path / "digits.db")
-    plan = CliRunner().invoke(app, [
-        "plan", "--db", db, "--task", "digits", "--variant", "lora", "--lr", "1e-3",
+    plan_and_work(db, tmp_path / "runs",
+        "--task", "digits", "--variant", "lora", "--lr", "1e-3",
         "--batch-size", "8", "--train-size", "24", "--eval-size", "8", "--max-steps", "4",
         "--set", "task_params={image_size = 32}",
-    ])  # fmt: skip
-    assert plan.exit_code == 0, plan.output
-    work = CliRunner().invoke(app, ["work", "--db", db, "--gpu", "cpu", "--exit-when-empty",
-                                    "--runs-dir", str(tmp_path / "runs")])  # fmt: skip
-    assert work.exit_code == 0, work.output
-    engine = open_engine(db, read_only=True)
-    with engine.connect() as conn:
-        ((job_id, state, error),) = conn.execute(select(Job.id, Job.state, Job.error)).all()
-        rows = conn.execute(select(Metric.split, Metric.name, Metric.epoch, Metric.value)
-                            .where(Metric.job_id == job_id)).all()  # fmt: skip
-    assert state == "done", error
+    )  # fmt: skip
+    rows = only_job_metrics(db)
     # 24 images in batches of 8: 3 steps per epoch, so 4 steps span 2 epochs.
     evals = {(r.name, r.epoch): r.value for r in rows if r.split == "eval"}
     assert set(evals) == {(n, e) for n in ("accuracy", "macro_f1") for e in (1, 2)}

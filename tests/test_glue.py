@@ -9,10 +9,9 @@ import pandas as pd
 import pytest
 import torch
 from glue_fixture import SIZES, all_texts, rows, write_glue, write_tiny_roberta
+from helpers import plan_and_work
 from sqlalchemy import select
-from typer.testing import CliRunner
 
-from lorabench.cli import app
 from lorabench.config import ConfigError, resolve_job
 from lorabench.store import open_engine
 from lorabench.store.models import Job, Metric
@@ -328,15 +327,11 @@ def test_unknown_task_params_are_refused_at_plan_time():
 @pytest.mark.slow
 def test_jobs_train_and_report_every_metric_through_plan_and_work(tmp_path, glue, roberta):
     db = str(tmp_path / "glue.db")
-    plan = CliRunner().invoke(app, [
-        "plan", "--db", db, "--task", "glue-sst2,glue-stsb,glue-mnli", "--variant", "lora",
+    plan_and_work(
+        db, tmp_path / "runs", "--task", "glue-sst2,glue-stsb,glue-mnli", "--variant", "lora",
         "--lr", "1e-3", "--model", str(roberta), "--batch-size", "8", "--epochs", "2",
         "--max-steps", "4", "--set", f"task_params={{data = {json.dumps(str(glue))}}}",
-    ])  # fmt: skip
-    assert plan.exit_code == 0, plan.output
-    work = CliRunner().invoke(app, ["work", "--db", db, "--gpu", "cpu", "--exit-when-empty",
-                                    "--runs-dir", str(tmp_path / "runs")])  # fmt: skip
-    assert work.exit_code == 0, work.output
+    )  # fmt: skip
     engine = open_engine(db, read_only=True)
     with engine.connect() as conn:
         jobs = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import plan_and_work
 from sqlalchemy import select
-from typer.testing import CliRunner
 
 from lorabench.tasks import InvalidTaskParams, TaskSettings, build_task, build_task_params
 from lorabench.tasks.humaneval import (
@@ -240,22 +240,16 @@ def test_a_missing_codefeedback_field_is_named(tiny_llama, tmp_path):
 
 @pytest.mark.slow
 def test_humaneval_mini_trains_and_reports_sandboxed_pass_at_1(tmp_path):
-    from lorabench.cli import app
     from lorabench.store import open_engine
     from lorabench.store.models import Job, Metric
 
     db, dump = str(tmp_path / "he.db"), tmp_path / "generations.jsonl"
-    plan = CliRunner().invoke(app, [
-        "plan", "--db", db, "--task", "humaneval-mini", "--variant", "lora", "--lr", "1e-3",
+    plan_and_work(
+        db, tmp_path, "--task", "humaneval-mini", "--variant", "lora", "--lr", "1e-3",
         "--batch-size", "1", "--max-length", "128", "--eval-size", "2",
         "--set", "max_steps=2",
         "--set", f'task_params={{max_new_tokens=16, dump_generations="{dump}"}}',
-    ])  # fmt: skip
-    assert plan.exit_code == 0, plan.output
-    work = CliRunner().invoke(app, [
-        "work", "--db", db, "--gpu", "cpu", "--exit-when-empty", "--runs-dir", str(tmp_path),
-    ])  # fmt: skip
-    assert work.exit_code == 0, work.output
+    )  # fmt: skip
     with open_engine(db, read_only=True).connect() as conn:
         state, error = conn.execute(select(Job.state, Job.error)).one()
         assert state == "done", error

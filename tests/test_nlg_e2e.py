@@ -4,10 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import plan_and_work
 from sqlalchemy import select
-from typer.testing import CliRunner
 
-from lorabench.cli import app
 from lorabench.store import open_engine
 from lorabench.store.models import Job, Metric
 from lorabench.tasks.gsm8k import accuracy
@@ -19,16 +18,11 @@ def test_gsm8k_mini_trains_and_scores_generated_answers(tmp_path: Path):
     params = (
         f'task_params={{max_new_tokens = 12, eval_batch_size = 4, dump_generations = "{dump}"}}'
     )
-    plan = CliRunner().invoke(app, [
-        "plan", "--db", db, "--task", "gsm8k-mini", "--variant", "lora", "--lr", "1e-3",
+    plan_and_work(
+        db, tmp_path, "--task", "gsm8k-mini", "--variant", "lora", "--lr", "1e-3",
         "--batch-size", "4", "--max-length", "160", "--train-size", "8", "--eval-size", "6",
         "--max-steps", "2", "--set", params,
-    ])  # fmt: skip
-    assert plan.exit_code == 0, plan.output
-    work = CliRunner().invoke(app, [
-        "work", "--db", db, "--gpu", "cpu", "--exit-when-empty", "--runs-dir", str(tmp_path),
-    ])  # fmt: skip
-    assert work.exit_code == 0, work.output
+    )  # fmt: skip
     engine = open_engine(db, read_only=True)
     with engine.connect() as conn:
         [(state, error)] = conn.execute(select(Job.state, Job.error)).all()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import only_job_metrics, plan_and_work
 from image_fixtures import (
     IMAGE_SIZE,
     class_colour,
@@ -13,13 +14,8 @@ from image_fixtures import (
     write_imagefolder,
     write_tiny_clip,
 )
-from sqlalchemy import select
-from typer.testing import CliRunner
 
-from lorabench.cli import app
 from lorabench.config import ConfigError, resolve_job
-from lorabench.store import open_engine
-from lorabench.store.models import Job, Metric
 from lorabench.tasks import (
     InvalidTaskParams,
     TaskSettings,
@@ -261,21 +257,12 @@ def test_user_mistakes_get_messages_naming_the_problem(tmp_path, clip, hub_data)
 @pytest.mark.slow
 def test_a_job_trains_and_reports_accuracy_through_plan_and_work(tmp_path, clip, hub_data):
     db = str(tmp_path / "ic.db")
-    plan = CliRunner().invoke(app, [
-        "plan", "--db", db, "--task", "ic-eurosat", "--variant", "lora", "--lr", "1e-3",
+    plan_and_work(db, tmp_path / "runs",
+        "--task", "ic-eurosat", "--variant", "lora", "--lr", "1e-3",
         "--model", str(clip), "--batch-size", "4", "--max-steps", "4",
         "--set", f"task_params={{data = {json.dumps(str(hub_data['ic-eurosat']))}}}",
-    ])  # fmt: skip
-    assert plan.exit_code == 0, plan.output
-    work = CliRunner().invoke(app, ["work", "--db", db, "--gpu", "cpu", "--exit-when-empty",
-                                    "--runs-dir", str(tmp_path / "runs")])  # fmt: skip
-    assert work.exit_code == 0, work.output
-    engine = open_engine(db, read_only=True)
-    with engine.connect() as conn:
-        ((job_id, state, error),) = conn.execute(select(Job.id, Job.state, Job.error)).all()
-        rows = conn.execute(select(Metric.split, Metric.name, Metric.epoch, Metric.value)
-                            .where(Metric.job_id == job_id)).all()  # fmt: skip
-    assert state == "done", error
+    )  # fmt: skip
+    rows = only_job_metrics(db)
     # 12 training images in batches of 4: 3 steps per epoch, so 4 steps span 2 epochs.
     evals = {(r.name, r.epoch): r.value for r in rows if r.split == "eval"}
     assert set(evals) == {(n, e) for n in ("accuracy", "macro_f1") for e in (1, 2)}

@@ -38,7 +38,13 @@ from pydantic import Field
 
 from lorabench.tasks.base import TaskDefaults, TaskInfo, TaskSettings, register_task
 from lorabench.tasks.models import SMOLLM2
-from lorabench.tasks.nlg import CausalLMTask, GenerationParams, InstructionDataParams
+from lorabench.tasks.nlg import (
+    LLAMA_TARGETS,
+    PAPER_NLG_DEFAULTS,
+    CausalLMTask,
+    GenerationParams,
+    InstructionDataParams,
+)
 from lorabench.tasks.sources import DataSourceError, load_split
 
 # A number: thousands-grouped ("1,234") or plain digits, an optional decimal part, or ".5".
@@ -224,7 +230,6 @@ class Gsm8kMini(Gsm8kScoring, CausalLMTask):
         return gsm8k_records(self._eval_pool, self, "embedded GSM8K")
 
 
-_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _METRICS = ("accuracy_strict", "accuracy_flexible")
 
 Gsm8k.info = TaskInfo(
@@ -232,16 +237,7 @@ Gsm8k.info = TaskInfo(
     family="nlg",
     primary_metric="accuracy_strict",
     metrics=_METRICS,
-    defaults=TaskDefaults(
-        model="meta-llama/Llama-3.1-8B",
-        targets=_TARGETS,
-        max_length=1024,
-        batch_size=64,
-        epochs=1,
-        schedule="cosine",
-        train_size=100_000,
-        eval_size=None,
-    ),
+    defaults=PAPER_NLG_DEFAULTS,
     needs_download=True,
     summary="MetaMathQA (100k) -> GSM8K test, Llama-3.1-8B: the paper's maths setting",
     params_cls=Gsm8kParams,
@@ -254,7 +250,7 @@ Gsm8kMini.info = TaskInfo(
     metrics=_METRICS,
     defaults=TaskDefaults(
         model=SMOLLM2,
-        targets=_TARGETS,
+        targets=LLAMA_TARGETS,
         max_length=320,  # whole for ~95% of the rows (median 178 tokens with the template)
         batch_size=8,
         epochs=1,

@@ -46,6 +46,8 @@ from lorabench.tasks.base import Batch, TaskDefaults, TaskInfo, TaskSettings, re
 from lorabench.tasks.generation import generate
 from lorabench.tasks.models import SMOLLM2
 from lorabench.tasks.nlg import (
+    LLAMA_TARGETS,
+    PAPER_NLG_DEFAULTS,
     CausalLMTask,
     GenerationParams,
     InstructionDataParams,
@@ -348,23 +350,12 @@ class HumanEvalMini(HumanEvalScoring, CausalLMTask):
         return self.model_input(problem), body
 
 
-_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
 HumanEval.info = TaskInfo(
     name="humaneval",
     family="nlg",
     primary_metric="pass@1",
     metrics=("pass@1",),
-    defaults=TaskDefaults(
-        model="meta-llama/Llama-3.1-8B",
-        targets=_TARGETS,
-        max_length=1024,
-        batch_size=64,
-        epochs=1,
-        schedule="cosine",
-        train_size=100_000,
-        eval_size=None,
-    ),
+    defaults=PAPER_NLG_DEFAULTS,
     needs_download=True,
     summary="CodeFeedback (100k) -> HumanEval pass@1 (n=8, T=0.2), Llama-3.1-8B: the paper's code",
     params_cls=HumanEvalParams,
@@ -377,7 +368,7 @@ HumanEvalMini.info = TaskInfo(
     metrics=("pass@1",),
     defaults=TaskDefaults(
         model=SMOLLM2,
-        targets=_TARGETS,
+        targets=LLAMA_TARGETS,
         max_length=512,
         batch_size=8,
         epochs=1,

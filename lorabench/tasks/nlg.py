@@ -21,12 +21,26 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from lorabench.tasks.base import Batch, TaskInfo, TaskParams, TaskSettings
+from lorabench.tasks.base import Batch, TaskDefaults, TaskInfo, TaskParams, TaskSettings
 from lorabench.tasks.generation import ensure_pad_token, generate
 from lorabench.tasks.models import resolve_model
 from lorabench.tasks.sources import DataSourceError, load_split
 
 IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt, padding)
+
+# Every projection of a Llama block, as the LoRA-GA and PiSSA MetaMathQA recipes adapt.
+LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# The paper's NLG setting: Llama-3.1-8B-Base, 100k training rows, batch 64, length 1024, cosine.
+PAPER_NLG_DEFAULTS = TaskDefaults(
+    model="meta-llama/Llama-3.1-8B",
+    targets=LLAMA_TARGETS,
+    max_length=1024,
+    batch_size=64,
+    epochs=1,
+    schedule="cosine",
+    train_size=100_000,
+    eval_size=None,
+)
 
 # The Alpaca prompt, as MetaMath, PiSSA and LoRA-GA train on MetaMathQA and CodeFeedback.
 ALPACA_TEMPLATE = (
