@@ -69,7 +69,12 @@ def plan_command(
     sweep_file: Annotated[
         Path | None, typer.Argument(help="Sweep file (TOML); flags override its keys.")
     ] = None,
-    name: Annotated[str | None, typer.Option(help="Sweep name (default: file stem).")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Plan a paper preset, e.g. paper-glue (flags override).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Sweep name (default: file stem or preset name).")
+    ] = None,
     task: Annotated[str | None, typer.Option(help=AXIS_FLAGS["task"])] = None,
     model: Annotated[str | None, typer.Option(help=AXIS_FLAGS["model"])] = None,
     variant: Annotated[str | None, typer.Option(help=AXIS_FLAGS["variant"])] = None,
@@ -112,9 +117,9 @@ def plan_command(
         for key, value in (("name", name), ("max_attempts", max_attempts), ("priority", priority)):
             if value is not None:
                 overrides[key] = value
-        result = plan(sweep_file, overrides, db=db, dry_run=dry_run)
+        result = plan(sweep_file, overrides, db=db, dry_run=dry_run, preset=preset)
     if dry_run:
-        console.print(f"sweep [bold]{result['sweep']}[/]: {result['jobs']} jobs (dry run)")
+        print_estimate(result)
         return
     console.print(
         f"sweep [bold]{result['sweep']}[/]: [green]{result['new']} new[/] jobs, "
@@ -122,21 +127,54 @@ def plan_command(
     )
 
 
+def print_estimate(result: dict[str, Any]) -> None:
+    from lorabench.cli.presets import ESTIMATE_NOTE, format_hours
+
+    console.print(f"sweep [bold]{result['sweep']}[/]: {result['jobs']} jobs (dry run)")
+    parts = result["parts"]
+    if len(parts) > 1:
+        for label, count, hours in parts:
+            console.print(f"  {label}: {count} jobs, ~{format_hours(hours)} GPU-hours")
+    console.print(f"estimated GPU-hours: ~{format_hours(result['gpu_hours'])}")
+    console.print(f"({ESTIMATE_NOTE})", style="dim", highlight=False)
+
+
 def plan(
-    sweep_file: Path | None, overrides: dict[str, Any], *, db: str | None, dry_run: bool = False
+    sweep_file: Path | None,
+    overrides: dict[str, Any],
+    *,
+    db: str | None,
+    dry_run: bool = False,
+    preset: str | None = None,
 ) -> dict[str, Any]:
     """Validate every job first, then write them all in one transaction (or nothing)."""
-    from lorabench.config import SweepSpec
+    from lorabench.cli.presets import gpu_hours, load_preset, plan_preset
+    from lorabench.config import ConfigError, SweepSpec
     from lorabench.store import enqueue, opened
 
-    if sweep_file is not None:
-        spec = SweepSpec.from_toml(sweep_file).override(overrides)
+    if preset is not None:
+        if sweep_file is not None:
+            raise ConfigError("give a sweep file or --preset, not both")
+        planned = plan_preset(load_preset(preset), overrides)
+        parts = [(label, spec.expand()) for label, spec in planned.parts]
+        # Parts may share jobs (the sensitivity study's base point): each is planned once.
+        jobs = list({job.config_hash: job for _, part in parts for job in part}.values())
+        spec, spec_json = planned.parts[0][1], planned.spec_json()
     else:
-        spec = SweepSpec.from_mapping(overrides, source="command line")
-    jobs = spec.expand()
+        if sweep_file is not None:
+            spec = SweepSpec.from_toml(sweep_file).override(overrides)
+        else:
+            spec = SweepSpec.from_mapping(overrides, source="command line")
+        jobs = spec.expand()
+        parts = [(spec.name, jobs)]
+        spec_json = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
     if dry_run:
-        return {"sweep": spec.name, "jobs": len(jobs)}
-    spec_json = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+        return {
+            "sweep": spec.name,
+            "jobs": len(jobs),
+            "gpu_hours": gpu_hours(jobs),
+            "parts": [(label, len(part), gpu_hours(part)) for label, part in parts],
+        }
     with opened(db, create=True) as engine:
         result = enqueue(
             engine,
