@@ -24,13 +24,32 @@ QUICKSTART_SWEEP = {
     "eval_size": [300],
 }
 
+# The paper's headline on the same task and budget per job: five variants across half-decade
+# learning rates from clearly too small to clearly too large, ~30 min on 2 CPU cores.
+FULL_SWEEP = {
+    **QUICKSTART_SWEEP,
+    "name": "quickstart-full",
+    "variant": ["lora", "dora", "pissa", "lora-plus", "lora-ga"],
+    "lr": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+}
+
 
 def quickstart_command(
     gpu: Annotated[str | None, typer.Option(help="GPU index or 'cpu' (default: auto).")] = None,
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("reports"),
     db: DbOption = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="LoRA, DoRA, PiSSA, LoRA+, LoRA-GA x 7 learning rates (~30 min on 2 CPU "
+            "cores), then print how much the learning rate matters vs the variant.",
+        ),
+    ] = False,
 ) -> None:
-    """Plan LoRA and rsLoRA x 4 learning rates on bbc-news, run them, write the report."""
+    """Plan LoRA and rsLoRA x 4 learning rates on bbc-news, run them, write the report.
+
+    With --full: LoRA, DoRA, PiSSA, LoRA+ and LoRA-GA x 7 learning rates, then the finding."""
     from lorabench.cli.plan import plan
     from lorabench.cli.report import write_report
     from lorabench.cli.work import run_worker
@@ -38,18 +57,42 @@ def quickstart_command(
     quiet_libraries()
     started = time.perf_counter()
     with user_errors():
-        planned = plan(None, dict(QUICKSTART_SWEEP), db=db)
+        sweep = dict(FULL_SWEEP if full else QUICKSTART_SWEEP)
+        name = sweep["name"]
+        planned = plan(None, sweep, db=db)
         console.print(
-            f"planned sweep [bold]quickstart[/]: {planned['new']} new job(s), "
+            f"planned sweep [bold]{name}[/]: {planned['new']} new job(s), "
             f"{planned['existing']} already present"
         )
-        run_worker(db=db, gpu=gpu, sweep="quickstart", exit_when_empty=True, heartbeat_seconds=5.0,
+        run_worker(db=db, gpu=gpu, sweep=name, exit_when_empty=True, heartbeat_seconds=5.0,
                    lease_seconds=60.0, checkpoint_every=10)  # fmt: skip
         written = write_report(
-            db=db, table="lr", figure="lr-sweep", sweep="quickstart", out=out,
+            db=db, table="lr", figure="lr-sweep", sweep=name, out=out,
             formats=["md", "csv", "png"],
         )  # fmt: skip
+        if full:
+            print_finding(db=db, sweep=name)
     minutes = (time.perf_counter() - started) / 60
-    console.print(f"\nquickstart finished in {minutes:.1f} min. Report:")
+    console.print(f"\nquickstart{' --full' if full else ''} finished in {minutes:.1f} min. Report:")
     for path in written:
         console.print(f"  {path}")
+
+
+def print_finding(*, db: str | None, sweep: str) -> None:
+    """The spread across learning rates vs across variants, as a short table and one sentence."""
+    from lorabench.report.aggregate import lr_grid
+    from lorabench.report.finding import lr_vs_variant, render_finding
+    from lorabench.report.load import load_frames
+    from lorabench.store import opened
+    from lorabench.tasks import get_task_info
+
+    with opened(db, read_only=True) as engine:
+        jobs, evals = load_frames(engine, sweep=sweep)
+    task = str(jobs["task"].iloc[0])
+    metric = get_task_info(task).primary_metric
+    grid = lr_grid(evals, jobs, metric)
+    values = grid.mean.stack().dropna()
+    percent = bool(len(values)) and bool(values.between(-1, 1).all())
+    table, sentence = render_finding(lr_vs_variant(grid.mean), metric=metric, percent=percent)
+    console.print(table)
+    console.print(sentence)
