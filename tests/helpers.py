@@ -26,6 +26,21 @@ def prepare_context(model: nn.Module, batches: list, loss, params) -> PrepareCon
     return PrepareContext(model, take, loss, params, torch.device("cpu"))
 
 
+# A hand-computed gradient case for the gradient-based inits (LoRA-GA, LoRA-One): with
+# `linear_loss` and inputs eye(3), targets HAND_G^T, the weight gradient is exactly HAND_G =
+# 4 e1 f1^T - 1 e3 f2^T + 0.5 e4 f3^T (singular values 4, 1, 0.5), for weight HAND_W (4, 3).
+HAND_G = [[4.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 0.5]]
+HAND_W = [[1.0, 2.0, 0.0], [0.0, 1.0, -1.0], [2.0, 0.0, 1.0], [-1.0, 1.0, 0.0]]
+
+
+def hand_model() -> nn.Module:
+    """One bias-free Linear(3, 4) holding HAND_W, as module "0"."""
+    model = nn.Sequential(nn.Linear(3, 4, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor(HAND_W))
+    return model
+
+
 def linear_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     """L = sum(T * (X W^T)), so dL/dW = T^T X: a loss whose weight gradient is known exactly."""
     return (model(batch["x"]) * batch["t"]).sum()

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from helpers import linear_loss, prepare_context, randomise
+from helpers import HAND_G, HAND_W, hand_model, linear_loss, prepare_context, randomise
 from torch import nn
 
 from lorabench.variants import (
@@ -33,15 +33,6 @@ def context(model, batches, loss, **params):
 # --- hand-computed case -----------------------------------------------------------------------
 # G (out=4, in=3) = 4 e1 f1^T - 1 e3 f2^T + 0.5 e4 f3^T: singular values 4, 1, 0.5 with
 # v1 = f1, v2 = f2, v3 = f3 (largest entry positive) and u1 = e1, u2 = -e3, u3 = e4.
-HAND_G = [[4.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 0.5]]
-HAND_W = [[1.0, 2.0, 0.0], [0.0, 1.0, -1.0], [2.0, 0.0, 1.0], [-1.0, 1.0, 0.0]]
-
-
-def hand_model():
-    model = nn.Sequential(nn.Linear(3, 4, bias=False))
-    with torch.no_grad():
-        model[0].weight.copy_(torch.tensor(HAND_W))
-    return model
 
 
 def test_hand_computed_factors_and_offset():

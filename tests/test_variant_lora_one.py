@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers import linear_loss, prepare_context
+from helpers import HAND_G, HAND_W, hand_model, linear_loss, prepare_context
 from torch import nn
 
 from lorabench.variants import (
@@ -30,14 +30,10 @@ def context(model, batches, loss, **params):
 # --- hand-computed case -----------------------------------------------------------------------
 # G (out=4, in=3) = 4 e1 f1^T - 1 e3 f2^T + 0.5 e4 f3^T, so -G has singular values 4, 1, 0.5
 # with v1 = f1, u1 = -e1 and v2 = f2, u2 = e3 (each v's largest entry positive).
-HAND_G = [[4.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 0.5]]
-HAND_W = [[1.0, 2.0, 0.0], [0.0, 1.0, -1.0], [2.0, 0.0, 1.0], [-1.0, 1.0, 0.0]]
 
 
 def test_hand_computed_factors_and_initial_update():
-    model = nn.Sequential(nn.Linear(3, 4, bias=False))
-    with torch.no_grad():
-        model[0].weight.copy_(torch.tensor(HAND_W))
+    model = hand_model()
     inject(model, "lora-one", targets=("0",), rank=2, alpha=4 * math.sqrt(2))  # s = 4
     batch = {"x": torch.eye(3), "t": torch.tensor(HAND_G).T}
     state = SPEC.prepare(context(model, [batch], linear_loss, steps=2, gamma=4.0))
