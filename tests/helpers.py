@@ -26,6 +26,15 @@ def prepare_context(model: nn.Module, batches: list, loss, params) -> PrepareCon
     return PrepareContext(model, take, loss, params, torch.device("cpu"))
 
 
+def linear_with(weight, bias: bool = False) -> nn.Linear:  # noqa: ANN001
+    """A Linear whose weight is `weight` (a tensor or nested list, shape (out, in))."""
+    weight = torch.as_tensor(weight, dtype=torch.float32)
+    base = nn.Linear(weight.shape[1], weight.shape[0], bias=bias)
+    with torch.no_grad():
+        base.weight.copy_(weight)
+    return base
+
+
 # A hand-computed gradient case for the gradient-based inits (LoRA-GA, LoRA-One): with
 # `linear_loss` and inputs eye(3), targets HAND_G^T, the weight gradient is exactly HAND_G =
 # 4 e1 f1^T - 1 e3 f2^T + 0.5 e4 f3^T (singular values 4, 1, 0.5), for weight HAND_W (4, 3).

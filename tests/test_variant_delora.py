@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import randomise
+from helpers import linear_with, randomise
 from torch import nn
 
 from lorabench.variants import (
@@ -21,13 +21,6 @@ from lorabench.variants.delora import DeLoRAParams
 from lorabench.variants.peft_export import to_peft
 
 DeLoRA = get_variant("delora").layer_cls
-
-
-def linear_with(weight):
-    base = nn.Linear(len(weight[0]), len(weight), bias=False)
-    with torch.no_grad():
-        base.weight.copy_(torch.tensor(weight))
-    return base
 
 
 def test_hand_computed_delta_and_forward():

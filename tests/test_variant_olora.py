@@ -3,20 +3,14 @@ base W - s * B A; identical to PEFT's init_lora_weights="olora"."""
 
 import pytest
 import torch
+from helpers import linear_with
 from torch import nn
 
-from lorabench.variants import build_params, get_variant, inject
+from lorabench.variants import build_params, get_variant
 from lorabench.variants.base import NoParams
 
 SPEC = get_variant("olora")
 OLoRA = SPEC.layer_cls
-
-
-def linear_with(weight: torch.Tensor, bias: bool = False) -> nn.Linear:
-    base = nn.Linear(weight.shape[1], weight.shape[0], bias=bias)
-    with torch.no_grad():
-        base.weight.copy_(weight)
-    return base
 
 
 def peft_init(weight, rank, alpha):
@@ -101,22 +95,3 @@ def test_rank_above_min_dim_moves_all_of_w():
     assert (layer.delta_weight() - weight).abs().max().item() <= 1e-5
     assert torch.count_nonzero(layer.lora_B[:, 2:]) == 0
     assert torch.count_nonzero(layer.lora_A[2:]) == 10
-
-
-def test_merge_gives_back_w_at_init():
-    torch.manual_seed(3)
-    weight = torch.randn(9, 7)
-    layer = OLoRA(linear_with(weight), rank=3, alpha=6)
-    residual = layer.base.weight.detach().clone()
-    layer.merge()
-    assert (layer.base.weight - weight).abs().max().item() <= 1e-5
-    layer.unmerge()
-    assert (layer.base.weight - residual).abs().max().item() <= 1e-6
-
-
-def test_minilm_inject_preserves_logits(minilm, batch):
-    with torch.no_grad():
-        before = minilm(**batch).logits
-        inject(minilm, "olora", targets=("query", "value"), rank=8, alpha=16)
-        after = minilm(**batch).logits
-    assert (after - before).abs().max().item() <= 1e-4

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from helpers import linear_with
 from torch import nn
 
 from lorabench.variants import (
@@ -21,13 +22,6 @@ from lorabench.variants.pissa import PiSSAParams
 SPEC = get_variant("pissa")
 PiSSA = SPEC.layer_cls
 SQRT2 = 1.4142135
-
-
-def linear_with(weight: torch.Tensor, bias: bool = False) -> nn.Linear:
-    base = nn.Linear(weight.shape[1], weight.shape[0], bias=bias)
-    with torch.no_grad():
-        base.weight.copy_(weight)
-    return base
 
 
 def pissa(weight, rank, alpha, svd_iters=64, bias=False):

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import randomise
+from helpers import linear_with, randomise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -41,6 +41,10 @@ VARIANTS = variant_names()
 MERGEABLE = [v for v in VARIANTS if get_variant(v).merges]
 # Variants whose fresh adapter is the identity; the others test their initial delta themselves.
 ZERO_INIT = [v for v in VARIANTS if get_variant(v).layer_cls.zero_init]
+# Residual inits: a non-zero adapter at init from W's SVD/QR, offset by rewriting the frozen
+# weight in the constructor, so outputs are preserved and merging gives W back. (GOAT also
+# rewrites W, but its router-weighted experts do not cancel exactly at init.)
+RESIDUAL_INIT = ["milora", "olora", "pissa"]
 
 
 def local_and_shared_count(variant: str, sites: list[Site], rank: int) -> int:
@@ -90,6 +94,27 @@ def test_fresh_inject_is_identity_minilm(variant, minilm, batch):
         after = minilm(**batch).logits
     assert len(report.wrapped) == 6 * 6 + 1
     assert (after - before).abs().max().item() <= 1e-7
+
+
+@pytest.mark.parametrize("variant", RESIDUAL_INIT)
+def test_residual_init_preserves_minilm_logits(variant, minilm, batch):
+    with torch.no_grad():
+        before = minilm(**batch).logits
+        inject(minilm, variant, targets=("query", "value"), rank=8, alpha=16)
+        after = minilm(**batch).logits
+    assert (after - before).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("variant", [v for v in RESIDUAL_INIT if v in MERGEABLE])
+def test_residual_init_merge_gives_back_w(variant):
+    torch.manual_seed(3)
+    weight = torch.randn(9, 7)
+    layer = get_variant(variant).layer_cls(linear_with(weight), rank=3, alpha=6)
+    residual = layer.base.weight.detach().clone()
+    layer.merge()
+    assert (layer.base.weight - weight).abs().max().item() <= 1e-5
+    layer.unmerge()
+    assert (layer.base.weight - residual).abs().max().item() <= 1e-6
 
 
 # --- merge / unmerge ----------------------------------------------------------------------------
