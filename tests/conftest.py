@@ -34,3 +34,27 @@ def batch():
     mask = torch.ones_like(ids)
     mask[1, 8:] = 0
     return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL cluster for the whole run (see pg_server.py)."""
+    import pg_server
+
+    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[test]'")
+    try:
+        server = pg_server.start_server()
+    except pg_server.NoPostgres as error:
+        if os.environ.get(pg_server.REQUIRE_ENV) == "1":
+            pytest.fail(f"{pg_server.REQUIRE_ENV}=1 but {error}")
+        pytest.skip(str(error))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, empty database on each backend: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "lorabench.db")
+    return request.getfixturevalue("postgres_server").new_database()

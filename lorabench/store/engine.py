@@ -10,13 +10,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlmodel import Session, SQLModel
 
 from lorabench.store.models import SCHEMA_VERSION, SchemaVersion
 
 DEFAULT_DB = "lorabench.db"
 BUSY_TIMEOUT_MS = 60_000
+CONNECT_TIMEOUT_S = 10
 NETWORK_FILESYSTEMS = {
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "lustre", "glusterfs",
     "fuse.glusterfs", "ceph", "fuse.ceph", "gpfs", "beegfs", "afs", "ncpfs",
@@ -77,7 +79,7 @@ def open_engine(db: str | None, *, read_only: bool = False, create: bool = False
     url = normalise_url(db)
     path = sqlite_path(url)
     if path is None:
-        return _open_server(url)
+        return _open_server(url, read_only=read_only, create=create)
     if not path.exists() and not create:
         raise StoreError(
             f"no database at {path}; plan a sweep first (lorabench plan ...) or pass --db"
@@ -138,12 +140,36 @@ def _sqlite_read_only(path: Path) -> Engine:
     return _checked(engine, path, create=False)
 
 
-def _open_server(url: str) -> Engine:
+SERVER_URL_FORM = "postgresql+psycopg://user:password@host:5432/dbname"
+
+
+def _open_server(url: str, *, read_only: bool, create: bool) -> Engine:
     try:
-        engine = create_engine(url, pool_pre_ping=True)
-    except Exception as error:  # a bad URL or a missing driver, named by SQLAlchemy
-        raise StoreError(f"cannot use database URL {url!r}: {error}") from None
-    return _checked(engine, url, create=False)
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(
+            f"{url!r} is not a database URL; give a SQLite path or {SERVER_URL_FORM}"
+        ) from None
+    if parsed.drivername == "postgresql":  # SQLAlchemy would pick psycopg2; we ship psycopg 3
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() != "postgresql":
+        raise StoreError(
+            f"{shown}: lorabench supports SQLite (a file path) and PostgreSQL ({SERVER_URL_FORM})"
+        )
+    connect_args: dict[str, object] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    if read_only:  # report and status: the server itself refuses any write
+        connect_args["options"] = "-c default_transaction_read_only=on"
+    try:
+        engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    except ModuleNotFoundError as error:
+        raise StoreError(
+            f"{shown}: the PostgreSQL driver {error.name!r} is not installed; use "
+            f"{SERVER_URL_FORM} after pip install 'lorabench[postgres]'"
+        ) from None
+    except (ArgumentError, NoSuchModuleError) as error:
+        raise StoreError(f"cannot use database URL {shown}: {error}") from None
+    return _checked(engine, shown, create=create)
 
 
 def _checked(engine: Engine, where: object, *, create: bool) -> Engine:
@@ -153,7 +179,13 @@ def _checked(engine: Engine, where: object, *, create: bool) -> Engine:
         else:
             check_schema(engine, where)
     except OperationalError as error:
-        raise StoreError(f"cannot open database {where}: {error.orig}") from None
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        if engine.dialect.name == "postgresql":
+            raise StoreError(
+                f"cannot reach the database {where}: {reason}. Is the server running and the "
+                "URL's host, port, user and password right?"
+            ) from None
+        raise StoreError(f"cannot open database {where}: {reason}") from None
     return engine
 
 

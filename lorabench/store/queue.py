@@ -4,6 +4,10 @@ Every operation is one short transaction. On SQLite each write transaction start
 BEGIN IMMEDIATE (see engine.py), so concurrent workers queue on the lock instead of failing.
 Writes that carry a job's outcome are fenced by its lease token: a worker whose lease was
 taken over changes nothing.
+
+Times come from the database's clock on a server (PostgreSQL), so workers on machines whose
+clocks disagree still agree on when a lease runs out; SQLite lives on one machine, whose clock
+every worker shares.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, or_, select, true, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -56,6 +60,21 @@ class EnqueueResult:
     existing: int
 
 
+def _clock(conn: Connection, now: float | None = None) -> float:
+    """Unix time now, by the database's clock on a server; `now` overrides it (tests)."""
+    if now is not None:
+        return now
+    if conn.dialect.name == "postgresql":
+        return float(conn.execute(select(func.extract("epoch", func.clock_timestamp()))).scalar())
+    return time.time()
+
+
+def database_time(engine: Engine) -> float:
+    """The clock leases and heartbeats are measured by (see `_clock`)."""
+    with engine.connect() as conn:
+        return _clock(conn)
+
+
 def _insert_ignoring_duplicates(engine: Engine, table: Any):  # noqa: ANN202
     dialect = engine.dialect.name
     if dialect == "sqlite":
@@ -76,8 +95,8 @@ def enqueue(
     priority: int = 0,
 ) -> EnqueueResult:
     """Add the jobs not yet present (by config hash), all in one transaction."""
-    now = time.time()
     with engine.begin() as conn:
+        now = _clock(conn)
         conn.execute(
             _insert_ignoring_duplicates(engine, Sweep).values(
                 name=sweep, description=description, spec=spec_json, created_at=now
@@ -87,28 +106,29 @@ def enqueue(
             update(Sweep).where(Sweep.name == sweep).values(spec=spec_json, description=description)
         )
         sweep_id = conn.execute(select(Sweep.id).where(Sweep.name == sweep)).scalar_one()
-        new = 0
-        for job in jobs:
-            result = conn.execute(
-                _insert_ignoring_duplicates(engine, Job).values(
-                    sweep_id=sweep_id,
-                    config_hash=job.config_hash,
-                    group_hash=job.group_hash,
-                    config=job.canonical_json(),
-                    state="queued",
-                    priority=priority,
-                    max_attempts=max_attempts,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            new += result.rowcount
+        rows = [
+            {
+                "sweep_id": sweep_id,
+                "config_hash": job.config_hash,
+                "group_hash": job.group_hash,
+                "config": job.canonical_json(),
+                "state": "queued",
+                "priority": priority,
+                "max_attempts": max_attempts,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for job in jobs
+        ]
+        # RETURNING names the rows really inserted: rowcount is unreliable for ON CONFLICT.
+        inserted = _insert_ignoring_duplicates(engine, Job).returning(Job.id)
+        new = len(conn.execute(inserted, rows).all()) if rows else 0
     return EnqueueResult(sweep=sweep, new=new, existing=len(jobs) - new)
 
 
 def register_worker(engine: Engine, device: str) -> int:
-    now = time.time()
     with engine.begin() as conn:
+        now = _clock(conn)
         return conn.execute(
             insert(Worker)
             .values(
@@ -123,8 +143,8 @@ def register_worker(engine: Engine, device: str) -> int:
 
 
 def stop_worker(engine: Engine, worker_id: int) -> None:
-    now = time.time()
     with engine.begin() as conn:
+        now = _clock(conn)
         conn.execute(
             update(Worker).where(Worker.id == worker_id).values(stopped_at=now, heartbeat_at=now)
         )
@@ -132,9 +152,9 @@ def stop_worker(engine: Engine, worker_id: int) -> None:
 
 def reap_expired(engine: Engine, now: float | None = None) -> int:
     """Settle running jobs whose worker died and that may not be claimed again."""
-    now = time.time() if now is None else now
-    expired = and_(Job.state == "running", Job.lease_expires_at < now)
     with engine.begin() as conn:
+        now = _clock(conn, now)
+        expired = and_(Job.state == "running", Job.lease_expires_at < now)
         cancelled = conn.execute(
             update(Job)
             .where(expired, Job.cancel_requested.is_(True))
@@ -172,20 +192,24 @@ def claim(
     now: float | None = None,
 ) -> ClaimedJob | None:
     """Atomically take the next claimable job: queued, or running with an expired lease."""
-    now = time.time() if now is None else now
     reap_expired(engine, now)
     token = secrets.token_hex(16)
-    claimable = and_(
-        or_(Job.state == "queued", and_(Job.state == "running", Job.lease_expires_at < now)),
-        Job.attempts < Job.max_attempts,
-        Job.cancel_requested.is_(False),
-    )
-    if sweep is not None:
-        claimable = and_(claimable, Job.sweep_id.in_(select(Sweep.id).where(Sweep.name == sweep)))
-    candidate = select(Job.id).where(claimable).order_by(Job.priority, Job.id).limit(1)
-    if engine.dialect.name == "postgresql":
-        candidate = candidate.with_for_update(skip_locked=True)
     with engine.begin() as conn:
+        now = _clock(conn, now)
+        claimable = and_(
+            or_(Job.state == "queued", and_(Job.state == "running", Job.lease_expires_at < now)),
+            Job.attempts < Job.max_attempts,
+            Job.cancel_requested.is_(False),
+        )
+        if sweep is not None:
+            in_sweep = Job.sweep_id.in_(select(Sweep.id).where(Sweep.name == sweep))
+            claimable = and_(claimable, in_sweep)
+        candidate = select(Job.id).where(claimable).order_by(Job.priority, Job.id).limit(1)
+        if engine.dialect.name == "postgresql":
+            # Concurrent claimers skip rows another transaction holds instead of queueing.
+            candidate = candidate.with_for_update(skip_locked=True)
+        # A poll is a sign of life too: an idle worker must not look dead in `status`.
+        conn.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now))
         row = conn.execute(
             update(Job)
             .where(Job.id == candidate.scalar_subquery())
@@ -236,9 +260,9 @@ def orphaned_jobs(engine: Engine, *, sweep: str | None = None, now: float | None
     """Running jobs whose worker has missed heartbeats: probably dead, claimable once the lease
     runs out. A heartbeat renews the lease at least 4 times per lease length, so silence for
     half a lease means at least two beats were missed."""
-    now = time.time() if now is None else now
-    silent = now - Job.updated_at > (Job.lease_expires_at - Job.updated_at) / 2
     with engine.connect() as conn:
+        now = _clock(conn, now)
+        silent = now - Job.updated_at > (Job.lease_expires_at - Job.updated_at) / 2
         return conn.execute(
             select(func.count())
             .select_from(Job)
@@ -265,11 +289,11 @@ def heartbeat(
     progress: dict[str, Any] | None = None,
 ) -> Heartbeat:
     """Renew the lease (and publish progress). Raises LeaseLost if the job is no longer ours."""
-    now = time.time()
-    values: dict[str, Any] = {"lease_expires_at": now + lease_seconds, "updated_at": now}
-    if progress is not None:
-        values["progress"] = json.dumps(progress)
     with engine.begin() as conn:
+        now = _clock(conn)
+        values: dict[str, Any] = {"lease_expires_at": now + lease_seconds, "updated_at": now}
+        if progress is not None:
+            values["progress"] = json.dumps(progress)
         renewed = conn.execute(update(Job).where(_fenced(job_id, token)).values(**values)).rowcount
         conn.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now))
         if not renewed:
@@ -294,8 +318,8 @@ def finish(
     resumed_from_step: int | None = None,
 ) -> None:
     """Mark the job done and store its metrics, atomically. Raises LeaseLost if fenced out."""
-    now = time.time()
     with engine.begin() as conn:
+        now = _clock(conn)
         done = conn.execute(
             update(Job)
             .where(_fenced(claimed.job_id, claimed.lease_token))
@@ -339,8 +363,8 @@ def fail(
 
     Returns the job's new state. Raises LeaseLost if fenced out.
     """
-    now = time.time()
     with engine.begin() as conn:
+        now = _clock(conn)
         job = conn.execute(
             select(Job.attempts, Job.max_attempts).where(
                 _fenced(claimed.job_id, claimed.lease_token)
@@ -381,17 +405,17 @@ def release(
     """Give the job back without counting the attempt (Ctrl-C, SIGTERM) or cancel it."""
     if outcome not in ("interrupted", "cancelled"):
         raise ValueError(f"release outcome must be interrupted or cancelled, not {outcome!r}")
-    now = time.time()
-    values: dict[str, Any] = {
-        "lease_token": None,
-        "lease_expires_at": None,
-        "updated_at": now,
-    }
-    if outcome == "interrupted":
-        values.update(state="queued", worker_id=None, attempts=Job.attempts - 1)
-    else:
-        values.update(state="cancelled", finished_at=now, error=reason)
     with engine.begin() as conn:
+        now = _clock(conn)
+        values: dict[str, Any] = {
+            "lease_token": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+        }
+        if outcome == "interrupted":
+            values.update(state="queued", worker_id=None, attempts=Job.attempts - 1)
+        else:
+            values.update(state="cancelled", finished_at=now, error=reason)
         if not conn.execute(
             update(Job).where(_fenced(claimed.job_id, claimed.lease_token)).values(**values)
         ).rowcount:
@@ -420,9 +444,9 @@ def cancel(
     engine: Engine, *, sweep: str | None = None, job_ids: Sequence[int] | None = None
 ) -> tuple[int, int]:
     """Cancel queued jobs now and ask running ones to stop. Returns (cancelled, requested)."""
-    now = time.time()
     which = _select_jobs(sweep, job_ids)
     with engine.begin() as conn:
+        now = _clock(conn)
         cancelled = conn.execute(
             update(Job)
             .where(which, Job.state == "queued")
@@ -444,8 +468,8 @@ def retry(
     states: Sequence[str] = ("failed", "cancelled"),
 ) -> int:
     """Queue failed/cancelled jobs again with a fresh attempt budget."""
-    now = time.time()
     with engine.begin() as conn:
+        now = _clock(conn)
         return conn.execute(
             update(Job)
             .where(_select_jobs(sweep, job_ids), Job.state.in_(list(states)))
