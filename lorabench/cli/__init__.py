@@ -3,10 +3,12 @@
 import typer
 
 from lorabench.cli.export import export_command
-from lorabench.cli.jobs import cancel_command, retry_command, status_command
+from lorabench.cli.jobs import cancel_command, retry_command
 from lorabench.cli.plan import plan_command
 from lorabench.cli.quickstart import quickstart_command
 from lorabench.cli.report import report_command
+from lorabench.cli.slurm import slurm_command
+from lorabench.cli.status import status_command
 from lorabench.cli.variants import tasks_command, variants_command
 from lorabench.cli.work import work_command
 
@@ -27,3 +29,4 @@ app.command("quickstart")(quickstart_command)
 app.command("export")(export_command)
 app.command("variants")(variants_command)
 app.command("tasks")(tasks_command)
+app.command("slurm")(slurm_command)
