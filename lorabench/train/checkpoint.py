@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,15 @@ def save_checkpoint(out_dir: Path, state: dict[str, Any], *, name: str = CHECKPO
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, final)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # Still an OSError, so the worker treats it as transient and requeues the job.
+        raise OSError(
+            error.errno,
+            f"disk full while writing {final} ({error.strerror}); the previous checkpoint is "
+            "intact and the job will resume from it once space is freed",
+        ) from error
     finally:
         temporary.unlink(missing_ok=True)
     directory = os.open(out_dir, os.O_RDONLY)

@@ -1,0 +1,130 @@
+"""`noop`: a 4x4 linear model on 8 random points, so a job runs the whole worker path in
+milliseconds: claim, child process, adapter injection, an optimizer step, evaluation,
+checkpoint, metrics written back. Scale and fault-injection tests run thousands of them.
+
+`task_params` can make it slow (`sleep_s` per step) or fail on purpose at step `fault_step` of
+each attempt, the way real jobs fail: a NaN loss (deterministic), a simulated CUDA OOM or a
+full disk (transient), an error (deterministic) or the process killed by SIGKILL (a crash).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from lorabench.tasks.base import (
+    Batch,
+    TaskDefaults,
+    TaskInfo,
+    TaskParams,
+    TaskSettings,
+    register_task,
+)
+
+NOOP_MODEL = "noop-linear-4x4"
+_WIDTH = 4
+
+
+class NoopParams(TaskParams):
+    sleep_s: float = Field(0.0, ge=0.0, le=3600.0)
+    fault: Literal["none", "nan", "oom", "disk-full", "error", "crash"] = "none"
+    fault_step: int = Field(1, ge=1)
+
+
+class NoopModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(_WIDTH, _WIDTH)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class Noop:
+    head_modules: tuple[str, ...] = ()
+    eval_batch_size = None
+
+    def __init__(self, settings: TaskSettings) -> None:
+        if settings.model != NOOP_MODEL:
+            raise ValueError(f"task noop builds its own model; model must be {NOOP_MODEL!r}")
+        self.info = NOOP
+        self.params: NoopParams = settings.params  # type: ignore[assignment]
+        self.sizes = {"train": settings.train_size or 8, "validation": settings.eval_size or 4}
+        self.seed = settings.seed
+        self.steps_this_attempt = 0
+
+    def load_model(self) -> nn.Module:
+        return NoopModel()
+
+    def load(self, split: str) -> Sequence[dict[str, Any]]:
+        if split not in self.sizes:
+            raise ValueError(f"unknown split {split!r}; expected one of {list(self.sizes)}")
+        generator = torch.Generator().manual_seed(self.seed * 2 + (split == "validation"))
+        x = torch.randn(self.sizes[split], _WIDTH, generator=generator)
+        return [{"x": row, "y": row.flip(0)} for row in x]
+
+    def collate(self, examples: Sequence[dict[str, Any]]) -> Batch:
+        return {"x": torch.stack([e["x"] for e in examples]),
+                "y": torch.stack([e["y"] for e in examples])}  # fmt: skip
+
+    def collate_eval(self, examples: Sequence[dict[str, Any]]) -> Batch:
+        return self.collate(examples)
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        self.steps_this_attempt += 1
+        if self.params.sleep_s:
+            time.sleep(self.params.sleep_s)
+        loss = torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
+        if self.steps_this_attempt == self.params.fault_step:
+            loss = self._fault(loss)
+        return loss
+
+    def _fault(self, loss: torch.Tensor) -> torch.Tensor:
+        fault = self.params.fault
+        if fault == "nan":
+            return loss * float("nan")
+        if fault == "oom":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated by task noop)")
+        if fault == "disk-full":
+            raise OSError(errno.ENOSPC, "No space left on device (simulated by task noop)")
+        if fault == "error":
+            raise RuntimeError("simulated failure (task noop)")
+        if fault == "crash":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return loss
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+        errors = [torch.nn.functional.mse_loss(model(b["x"]), b["y"]).item() for b in batches]
+        return {"score": -sum(errors) / len(errors)}
+
+
+NOOP = TaskInfo(
+    name="noop",
+    family="test",
+    primary_metric="score",
+    metrics=("score",),
+    defaults=TaskDefaults(
+        model=NOOP_MODEL,
+        targets=("proj",),
+        max_length=1,
+        batch_size=8,
+        epochs=1,
+        schedule="linear",
+        train_size=8,
+        eval_size=4,
+    ),
+    needs_download=False,
+    summary="a 4x4 linear model on random points: the worker path in milliseconds (tests, "
+    "scale checks; task_params inject faults)",
+    params_cls=NoopParams,
+)
+register_task(NOOP, Noop)
