@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class PostgresServer:
     port: int
     root: Path  # holds data/ (the cluster) and server.log
     binaries: Path
+    options: str  # the server's command-line settings (port, socket folder, no fsync)
     run_as: pwd.struct_passwd | None
     _names: itertools.count
 
@@ -67,6 +69,14 @@ class PostgresServer:
     def _run(self, *args: str) -> None:
         user = {} if self.run_as is None else {"user": self.run_as.pw_uid}
         subprocess.run(args, check=True, capture_output=True, text=True, **user)
+
+    def pause(self, seconds: float) -> None:
+        """Stop the server (dropping every connection), stay down `seconds`, start it again."""
+        data = str(self.root / "data")
+        self._run(str(self.binaries / "pg_ctl"), "-D", data, "-m", "fast", "-w", "stop")
+        time.sleep(seconds)
+        self._run(str(self.binaries / "pg_ctl"), "-D", data, "-l", str(self.root / "server.log"),
+                  "-o", self.options, "-w", "start")  # fmt: skip
 
     def stop(self) -> None:
         try:
@@ -96,11 +106,12 @@ def start_server() -> PostgresServer:
     root = Path(tempfile.mkdtemp(prefix="lorabench-pg-"))
     if run_as is not None:
         os.chown(root, run_as.pw_uid, run_as.pw_gid)
-    server = PostgresServer(_free_port(), root, binaries, run_as, itertools.count())
+    port = _free_port()
     options = (
-        f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
     )
+    server = PostgresServer(port, root, binaries, options, run_as, itertools.count())
     try:
         server._run(str(binaries / "initdb"), "-D", str(root / "data"), "-U", "postgres",
                     "--auth=trust", "-E", "UTF8", "--no-sync")  # fmt: skip

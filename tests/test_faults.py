@@ -252,3 +252,20 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]  # no temp file left
     monkeypatch.setattr(checkpoint.torch, "save", real_save)  # space freed
     assert train_job(cfg, tmp_path, checkpoint_every=1).resumed_from_step == 1
+
+
+@pytest.mark.slow
+def test_a_worker_waits_out_a_database_restart(postgres_server, tmp_path: Path):
+    db = postgres_server.new_database()
+    plan_noop(db, 40, sleep_s=0.1)
+    worker = start_worker(db, tmp_path / "runs", lease=8.0)
+    with Queue(db) as queue:
+        deadline = time.time() + 60
+        while queue.job_states()["done"] < 5 and time.time() < deadline:
+            time.sleep(0.2)
+        postgres_server.pause(3.0)
+    (output,) = finish_all([worker], timeout=300)
+    assert "database unreachable" in output
+    with Queue(db) as queue:
+        assert queue.job_states() == Counter(done=40)
+        queue.assert_each_job_has_one_final_result(40)

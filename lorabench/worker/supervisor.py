@@ -8,11 +8,13 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from lorabench.store import (
     ClaimedJob,
@@ -30,6 +32,10 @@ from lorabench.store import (
 from lorabench.worker.child import run_child
 from lorabench.worker.heartbeat import Heartbeater
 from lorabench.worker.view import WorkerView, describe
+
+T = TypeVar("T")
+OUTAGE_FIRST_WAIT_S = 1.0
+OUTAGE_MAX_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -94,15 +100,15 @@ class Worker:
             while not self.stop_requested.is_set():
                 if self.settings.max_jobs is not None and self.completed >= self.settings.max_jobs:
                     break
-                claimed = claim(
-                    self.engine,
+                claimed = self.through_outages(
+                    claim,
                     self.worker_id,
                     lease_seconds=self.settings.lease_seconds,
                     sweep=self.settings.sweep,
                 )
                 if claimed is None:
                     # A dead worker's job becomes claimable when its lease runs out: wait for it.
-                    orphans = orphaned_jobs(self.engine, sweep=self.settings.sweep)
+                    orphans = self.through_outages(orphaned_jobs, sweep=self.settings.sweep)
                     if self.settings.exit_when_empty and not orphans:
                         break
                     self.stop_requested.wait(self.settings.poll_seconds)
@@ -115,12 +121,27 @@ class Worker:
                 signal.signal(sig, handler)
         return self.completed
 
+    def through_outages(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a queue operation, waiting out a database outage (a server restart, a network
+        blip) instead of dying: a result in hand is worth waiting for."""
+        wait = OUTAGE_FIRST_WAIT_S
+        while True:
+            try:
+                return operation(self.engine, *args, **kwargs)
+            except OperationalError as error:
+                if self.stop_now.is_set():
+                    raise
+                reason = str(error.orig or error).strip().splitlines()[0]
+                self.view.say(f"[yellow]database unreachable ({reason}); retrying in {wait:g} s")
+                self.stop_now.wait(wait)
+                wait = min(wait * 2, OUTAGE_MAX_WAIT_S)
+
     def run_one(self, claimed: ClaimedJob) -> None:
         out_dir = claimed.out_dir or str(
             self.settings.runs_dir.resolve() / f"job-{claimed.job_id:06d}"
         )
         try:
-            set_out_dir(self.engine, claimed.job_id, claimed.lease_token, out_dir)
+            self.through_outages(set_out_dir, claimed.job_id, claimed.lease_token, out_dir)
         except LeaseLost:
             return
         label = describe(claimed.job_id, claimed.config)
@@ -197,22 +218,22 @@ class Worker:
             if kind == "done":
                 rows = [MetricRow(split=s, name=n, step=st, epoch=e, value=v)
                         for s, n, st, e, v in payload["metrics"]]  # fmt: skip
-                finish(self.engine, claimed, rows, resumed_from_step=resumed)
+                self.through_outages(finish, claimed, rows, resumed_from_step=resumed)
                 best = {r.name: r.value for r in rows if r.split == "summary"}
                 score = next((f"{k.removeprefix('best_')} {v:.4f}" for k, v in best.items()
                               if k.startswith("best_") and k != "best_epoch"), "")  # fmt: skip
                 resumed_note = f", resumed from step {resumed}" if resumed else ""
                 self.view.job_ended(f"[green]done[/] {label}: {score}{resumed_note}")
             elif kind == "error":
-                state = fail(self.engine, claimed, payload["message"],
-                             transient=payload["transient"])  # fmt: skip
+                state = self.through_outages(fail, claimed, payload["message"],
+                                             transient=payload["transient"])  # fmt: skip
                 self.view.job_ended(f"[red]{state}[/] {label}: {payload['message']}")
             elif kind == "crashed":
                 message = _exit_description(payload["exitcode"])
-                state = fail(self.engine, claimed, message, transient=True)
+                state = self.through_outages(fail, claimed, message, transient=True)
                 self.view.job_ended(f"[red]{state}[/] {label}: {message}")
             elif kind in ("interrupted", "cancelled"):
-                release(self.engine, claimed, outcome=kind, reason=kind)
+                self.through_outages(release, claimed, outcome=kind, reason=kind)
                 self.view.job_ended(f"[yellow]{kind}[/] {label} (checkpoint kept)")
             elif kind == "lost":
                 self.view.job_ended(f"[red]lease lost[/] {label}: another worker owns it now")
