@@ -3,7 +3,7 @@
 Each process loops claim -> finish (one metric row) until the queue is empty, so this measures
 the queue's own overhead. It also checks the queue's promise: every job done exactly once.
 
-    python benchmarks/queue_throughput.py --workers 4 --jobs 500 [--db URL] [--json]
+    python benchmarks/queue_throughput.py --backend both --workers 1,4,8 --jobs 1000 [--json]
 """
 
 from __future__ import annotations
@@ -87,29 +87,64 @@ def run(db: str, workers: int, jobs: int) -> dict:
     }
 
 
+def overhead_percent(result: dict, job_seconds: float = 60.0) -> float:
+    """Each worker's share of queue time per job (claim + finish), as % of a job's length."""
+    seconds_per_job_per_worker = result["workers"] / result["claims_per_second"]
+    return 100 * seconds_per_job_per_worker / job_seconds
+
+
+def on_backend(backend: str, folder: Path, server) -> str:  # noqa: ANN001
+    if backend == "sqlite":
+        return str(folder / f"bench-{time.monotonic_ns()}.db")
+    return server.new_database()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--jobs", type=int, default=500)
-    parser.add_argument("--db", default=None, help="database URL or path (default: a temp file)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--workers", default="1,4,8", help="comma-separated process counts")
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--backend", default="sqlite", help="sqlite, postgresql or both")
+    parser.add_argument("--db", default=None, help="an existing database URL instead")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--go-at", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.db, args.go_at)
         return
-    with tempfile.TemporaryDirectory() as folder:
-        db = args.db or str(Path(folder) / "bench.db")
-        result = run(db, args.workers, args.jobs)
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    server = None
+    if "postgresql" in backends and args.db is None:
+        # A throwaway cluster, as the tests start one (needs the distribution's postgresql).
+        sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+        import pg_server
+
+        server = pg_server.start_server()
+    results = []
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            for backend in backends:
+                for workers in [int(w) for w in args.workers.split(",")]:
+                    db = args.db or on_backend(backend, Path(folder), server)
+                    result = run(db, workers, args.jobs)
+                    overhead = overhead_percent(result)
+                    results.append(
+                        {"backend": backend, **result, "overhead_percent_of_60s_job": overhead}
+                    )
+    finally:
+        if server is not None:
+            server.stop()
     if args.json:
-        print(json.dumps(result))
-    else:
+        print(json.dumps(results))
+        return
+    print("| backend | workers | claim+finish/s | queue % of a 60 s job | done | attempts | "
+          "errors |")  # fmt: skip
+    print("|---|--:|--:|--:|--:|--:|--:|")
+    for r in results:
         print(
-            f"{result['workers']} workers, {result['jobs']} jobs: "
-            f"{result['claims_per_second']:.0f} claim+finish/s ({result['seconds']:.2f} s); "
-            f"done {result['done']}, "
-            f"attempts {result['attempts']}, errors {len(result['errors'])}"
+            f"| {r['backend']} | {r['workers']} | {r['claims_per_second']:.0f} | "
+            f"{r['overhead_percent_of_60s_job']:.4f} | {r['done']} | {r['attempts']} | "
+            f"{len(r['errors'])} |"
         )
 
 
