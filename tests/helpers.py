@@ -55,17 +55,19 @@ def linear_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     return (model(batch["x"]) * batch["t"]).sum()
 
 
-def plan_and_work(db: str, runs_dir, *plan_args: str) -> None:  # noqa: ANN001
+def plan_and_work(db: str, runs_dir, *plan_args: str, work_args=()) -> None:  # noqa: ANN001
     """`lorabench plan --db DB ARGS…`, then one CPU worker until the queue is empty."""
     from typer.testing import CliRunner
 
     from lorabench.cli import app
 
-    plan = CliRunner().invoke(app, ["plan", "--db", db, *plan_args])
+    plan = CliRunner().invoke(app, ["plan", "--db", str(db), *plan_args])
     assert plan.exit_code == 0, plan.output
     work = CliRunner().invoke(
-        app, ["work", "--db", db, "--gpu", "cpu", "--exit-when-empty", "--runs-dir", str(runs_dir)]
-    )
+        app,
+        ["work", "--db", str(db), "--gpu", "cpu", "--exit-when-empty", "--runs-dir",
+         str(runs_dir), *work_args],
+    )  # fmt: skip
     assert work.exit_code == 0, work.output
 
 

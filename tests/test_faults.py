@@ -127,7 +127,7 @@ def _pids_running(queue: Queue) -> dict[int, list[int]]:
 def test_random_kill_9_of_workers_loses_nothing_and_reclaims_within_two_leases(
     db_url: str, tmp_path: Path
 ):
-    lease = 2.0
+    lease = 3.0
     plan_noop(db_url, 200, max_attempts=20, sleep_s=0.1)
     runs, rng = tmp_path / "runs", random.Random(0)
     workers = [start_worker(db_url, runs, lease=lease) for _ in range(4)]

@@ -33,6 +33,14 @@ def work_command(
         int, typer.Option(min=1, help="Checkpoint every N optimizer steps (and every epoch).")
     ] = 50,
     poll_seconds: Annotated[float, typer.Option(min=0.1, help="Wait between empty polls.")] = 5.0,
+    pack: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train up to K jobs of a sweep together when they differ only in learning "
+            "rate: one model, one forward pass, K optimizers (see README).",
+        ),
+    ] = 1,
     db: DbOption = None,
 ) -> None:
     """Claim jobs one at a time, train and evaluate each, write the metrics back."""
@@ -49,6 +57,7 @@ def work_command(
             heartbeat_seconds=heartbeat_seconds,
             checkpoint_every=checkpoint_every,
             poll_seconds=poll_seconds,
+            pack=pack,
         )
     console.print(f"worker finished: {handled} job(s) handled")
 

@@ -29,6 +29,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from lorabench.config import JobConfig
 from lorabench.store.models import Attempt, Job, Metric, Sweep, Worker
 
+PACK_SCAN_LIMIT = 2000  # claimable jobs of a sweep looked through for pack mates
+
 
 class LeaseLost(RuntimeError):
     """Another worker owns the job now; this worker's result must not be written."""
@@ -183,69 +185,61 @@ def reap_expired(engine: Engine, now: float | None = None) -> int:
     return cancelled + exhausted
 
 
-def claim(
-    engine: Engine,
-    worker_id: int,
-    *,
-    lease_seconds: float,
-    sweep: str | None = None,
-    now: float | None = None,
-) -> ClaimedJob | None:
-    """Atomically take the next claimable job: queued, or running with an expired lease."""
-    reap_expired(engine, now)
+def _claimable(now: float, sweep: str | None):  # noqa: ANN202
+    """Queued, or running with an expired lease (its worker died); attempts left; not cancelled."""
+    condition = and_(
+        or_(Job.state == "queued", and_(Job.state == "running", Job.lease_expires_at < now)),
+        Job.attempts < Job.max_attempts,
+        Job.cancel_requested.is_(False),
+    )
+    if sweep is not None:
+        condition = and_(condition, Job.sweep_id.in_(select(Sweep.id).where(Sweep.name == sweep)))
+    return condition
+
+
+def _candidates(conn: Connection, condition, limit: int):  # noqa: ANN001, ANN202
+    query = select(Job.id).where(condition).order_by(Job.priority, Job.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        # Concurrent claimers skip rows another transaction holds instead of queueing.
+        query = query.with_for_update(skip_locked=True)
+    return query
+
+
+def _take(conn: Connection, which, worker_id: int, lease_seconds: float, now: float):  # noqa: ANN001
+    """Lease the job `which` selects (an id or a one-row subquery) and open its attempt."""
     token = secrets.token_hex(16)
-    with engine.begin() as conn:
-        now = _clock(conn, now)
-        claimable = and_(
-            or_(Job.state == "queued", and_(Job.state == "running", Job.lease_expires_at < now)),
-            Job.attempts < Job.max_attempts,
-            Job.cancel_requested.is_(False),
+    row = conn.execute(
+        update(Job)
+        .where(Job.id == which)
+        .values(
+            state="running",
+            worker_id=worker_id,
+            lease_token=token,
+            lease_expires_at=now + lease_seconds,
+            attempts=Job.attempts + 1,
+            started_at=func.coalesce(Job.started_at, now),
+            updated_at=now,
         )
-        if sweep is not None:
-            in_sweep = Job.sweep_id.in_(select(Sweep.id).where(Sweep.name == sweep))
-            claimable = and_(claimable, in_sweep)
-        candidate = select(Job.id).where(claimable).order_by(Job.priority, Job.id).limit(1)
-        if engine.dialect.name == "postgresql":
-            # Concurrent claimers skip rows another transaction holds instead of queueing.
-            candidate = candidate.with_for_update(skip_locked=True)
-        # A poll is a sign of life too: an idle worker must not look dead in `status`.
-        conn.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now))
-        row = conn.execute(
-            update(Job)
-            .where(Job.id == candidate.scalar_subquery())
-            .values(
-                state="running",
-                worker_id=worker_id,
-                lease_token=token,
-                lease_expires_at=now + lease_seconds,
-                attempts=Job.attempts + 1,
-                started_at=func.coalesce(Job.started_at, now),
-                updated_at=now,
-            )
-            .returning(Job.id, Job.config, Job.attempts, Job.out_dir)
-        ).first()
-        if row is None:
-            return None
-        # The previous holder (if any) died without a word: its attempt is lost.
-        conn.execute(
-            update(Attempt)
-            .where(Attempt.job_id == row.id, Attempt.outcome == "running")
-            .values(outcome="lost", ended_at=now, error="worker stopped heartbeating")
+        .returning(Job.id, Job.config, Job.attempts, Job.out_dir)
+    ).first()
+    if row is None:
+        return None
+    # The previous holder (if any) died without a word: its attempt is lost.
+    conn.execute(
+        update(Attempt)
+        .where(Attempt.job_id == row.id, Attempt.outcome == "running")
+        .values(outcome="lost", ended_at=now, error="worker stopped heartbeating")
+    )
+    number = conn.execute(
+        select(func.count()).select_from(Attempt).where(Attempt.job_id == row.id)
+    ).scalar_one()
+    attempt_id = conn.execute(
+        insert(Attempt)
+        .values(
+            job_id=row.id, worker_id=worker_id, number=number + 1, lease_token=token, started_at=now
         )
-        number = conn.execute(
-            select(func.count()).select_from(Attempt).where(Attempt.job_id == row.id)
-        ).scalar_one()
-        attempt_id = conn.execute(
-            insert(Attempt)
-            .values(
-                job_id=row.id,
-                worker_id=worker_id,
-                number=number + 1,
-                lease_token=token,
-                started_at=now,
-            )
-            .returning(Attempt.id)
-        ).scalar_one()
+        .returning(Attempt.id)
+    ).scalar_one()
     return ClaimedJob(
         job_id=row.id,
         config=json.loads(row.config),
@@ -254,6 +248,60 @@ def claim(
         attempt_number=number + 1,
         out_dir=row.out_dir,
     )
+
+
+def claim(
+    engine: Engine,
+    worker_id: int,
+    *,
+    lease_seconds: float,
+    sweep: str | None = None,
+    now: float | None = None,
+) -> ClaimedJob | None:
+    """Atomically take the next claimable job (see `_claimable`)."""
+    reap_expired(engine, now)
+    with engine.begin() as conn:
+        now = _clock(conn, now)
+        # A poll is a sign of life too: an idle worker must not look dead in `status`.
+        conn.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now))
+        candidate = _candidates(conn, _claimable(now, sweep), 1).scalar_subquery()
+        return _take(conn, candidate, worker_id, lease_seconds, now)
+
+
+def pack_key(config: dict[str, Any]) -> str:
+    """Jobs with equal keys may share one model pass: they differ only in learning rate."""
+    return json.dumps({k: v for k, v in config.items() if k != "lr"}, sort_keys=True)
+
+
+def claim_pack(
+    engine: Engine,
+    worker_id: int,
+    *,
+    size: int,
+    lease_seconds: float,
+    sweep: str | None = None,
+    now: float | None = None,
+) -> list[ClaimedJob]:
+    """The next claimable job plus up to size - 1 claimable jobs of its sweep that differ from
+    it only in learning rate (`pack_key`), each with its own lease and attempt."""
+    first = claim(engine, worker_id, lease_seconds=lease_seconds, sweep=sweep, now=now)
+    if first is None or size <= 1:
+        return [] if first is None else [first]
+    key, pack = pack_key(first.config), [first]
+    with engine.begin() as conn:
+        now = _clock(conn, now)
+        sweep_id = conn.execute(select(Job.sweep_id).where(Job.id == first.job_id)).scalar_one()
+        same_sweep = and_(_claimable(now, None), Job.sweep_id == sweep_id, Job.id != first.job_id)
+        ids = [row.id for row in conn.execute(_candidates(conn, same_sweep, PACK_SCAN_LIMIT))]
+        configs = conn.execute(select(Job.id, Job.config).where(Job.id.in_(ids))).all()
+        mates = sorted(i for i, config in configs if pack_key(json.loads(config)) == key)
+        for job_id in mates[: size - 1]:
+            # Still claimable? Re-checked under the row lock the candidate query took.
+            taken = _take(conn, _candidates(conn, and_(same_sweep, Job.id == job_id), 1)
+                          .scalar_subquery(), worker_id, lease_seconds, now)  # fmt: skip
+            if taken is not None:
+                pack.append(taken)
+    return pack
 
 
 def orphaned_jobs(engine: Engine, *, sweep: str | None = None, now: float | None = None) -> int:

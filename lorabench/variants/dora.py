@@ -22,15 +22,22 @@ from lorabench.variants.lora import copy_lora_to_peft, peft_lora_config
 
 class _Combine(torch.autograd.Function):
     """out + (g - 1) * wx + g * update, keeping one activation (wx + update) for backward
-    instead of the two autograd would keep: DoRA's extra memory is what Table II blames."""
+    instead of the two autograd would keep: DoRA's extra memory is what Table II blames.
+    Written in the functorch style (setup_context) so packed training can vmap over it."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, out: Tensor, wx: Tensor, update: Tensor, scale: Tensor) -> Tensor:
-        ctx.save_for_backward(wx + update, scale)
+    def forward(out: Tensor, wx: Tensor, update: Tensor, scale: Tensor) -> Tensor:
         return out + (scale - 1.0) * wx + scale * update
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def setup_context(ctx, inputs: tuple[Tensor, ...], output: Tensor) -> None:  # noqa: ANN001
+        _, wx, update, scale = inputs
+        ctx.save_for_backward(wx + update, scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # noqa: ANN001
         total, scale = ctx.saved_tensors
         grad_scale = (grad * total).reshape(-1, grad.shape[-1]).sum(0)
         return grad, grad * (scale - 1.0), grad * scale, grad_scale

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +30,8 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, (*TRANSIENT_ERRORS, torch.cuda.OutOfMemoryError))
 
 
-def run_child(
-    config: dict[str, Any],
-    out_dir: str,
-    device: str,
-    checkpoint_every: int,
-    supervisor_pid: int,
-    events: Any,
-) -> None:
-    """Entry point of the training process: sends progress, then exactly one final event."""
+def _setup_child(supervisor_pid: int) -> Callable[[], bool]:
+    """Signals and parent watch shared by both entry points; returns `should_stop`."""
     # Ctrl-C reaches the whole process group; only the supervisor decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()
@@ -51,9 +45,37 @@ def run_child(
             os._exit(1)  # orphaned: a new worker may already own the job; write nothing
         return stop.is_set()
 
-    from lorabench.config import ConfigError, JobConfig
+    return should_stop
+
+
+def _failure(error: BaseException) -> tuple[str, dict[str, Any]]:
+    """The final event for a job that raised `error`: deterministic or transient."""
+    from lorabench.config import ConfigError
     from lorabench.tasks.sources import DataSourceError
-    from lorabench.train import DeterministicFailure, Interrupted, train_job
+    from lorabench.train import DeterministicFailure
+
+    if isinstance(error, (DeterministicFailure, ConfigError, DataSourceError)):
+        return "error", {"transient": False, "message": str(error)}
+    summary = "".join(traceback.format_exception(error, limit=-3)).strip()
+    return "error", {"transient": _is_transient(error), "message": summary[-4000:]}
+
+
+def _done(result: Any) -> tuple[str, dict[str, Any]]:
+    return "done", {"metrics": result.metrics, "resumed_from_step": result.resumed_from_step}
+
+
+def run_child(
+    config: dict[str, Any],
+    out_dir: str,
+    device: str,
+    checkpoint_every: int,
+    supervisor_pid: int,
+    events: Any,
+) -> None:
+    """Entry point of the training process: sends progress, then exactly one final event."""
+    should_stop = _setup_child(supervisor_pid)
+    from lorabench.config import JobConfig
+    from lorabench.train import Interrupted, train_job
 
     try:
         cfg = JobConfig(**config)
@@ -65,16 +87,46 @@ def run_child(
             should_stop=should_stop,
             checkpoint_every=checkpoint_every,
         )
-        events.put(
-            ("done", {"metrics": result.metrics, "resumed_from_step": result.resumed_from_step})
-        )
+        events.put(_done(result))
     except Interrupted as interrupted:
         events.put(("interrupted", {"step": interrupted.step}))
-    except (DeterministicFailure, ConfigError, DataSourceError) as error:
-        events.put(("error", {"transient": False, "message": str(error)}))
     except BaseException as error:  # noqa: BLE001  (every failure must reach the supervisor)
-        summary = "".join(traceback.format_exception(error, limit=-3)).strip()
-        events.put(("error", {"transient": _is_transient(error), "message": summary[-4000:]}))
+        events.put(_failure(error))
+    finally:
+        events.close()
+        events.join_thread()
+
+
+def run_pack_child(
+    configs: list[dict[str, Any]],
+    out_dirs: list[str],
+    device: str,
+    checkpoint_every: int,
+    supervisor_pid: int,
+    events: Any,
+) -> None:
+    """Entry point for a pack (`work --pack`): progress tagged with the job's slot, then one
+    final event: ("results", one (kind, payload) per job), or one outcome for the whole pack."""
+    should_stop = _setup_child(supervisor_pid)
+    from lorabench.config import JobConfig
+    from lorabench.train import Interrupted
+    from lorabench.train.packed import train_packed
+
+    try:
+        results = train_packed(
+            [JobConfig(**config) for config in configs],
+            [Path(out_dir) for out_dir in out_dirs],
+            device=device,
+            on_progress=lambda slot, event: events.put(("progress", {**event, "slot": slot})),
+            should_stop=should_stop,
+            checkpoint_every=checkpoint_every,
+        )
+        outcomes = [_failure(r) if isinstance(r, BaseException) else _done(r) for r in results]
+        events.put(("results", {"outcomes": outcomes}))
+    except Interrupted as interrupted:
+        events.put(("interrupted", {"step": interrupted.step}))
+    except BaseException as error:  # noqa: BLE001  (every failure must reach the supervisor)
+        events.put(_failure(error))
     finally:
         events.close()
         events.join_thread()

@@ -20,7 +20,7 @@ from lorabench.store import (
     ClaimedJob,
     LeaseLost,
     MetricRow,
-    claim,
+    claim_pack,
     fail,
     finish,
     orphaned_jobs,
@@ -29,7 +29,7 @@ from lorabench.store import (
     set_out_dir,
     stop_worker,
 )
-from lorabench.worker.child import run_child
+from lorabench.worker.child import run_child, run_pack_child
 from lorabench.worker.heartbeat import Heartbeater
 from lorabench.worker.view import WorkerView, describe
 
@@ -50,6 +50,7 @@ class WorkerSettings:
     poll_seconds: float = 5.0
     checkpoint_every: int = 50
     stop_grace_seconds: float = 60.0
+    pack: int = 1  # jobs trained together when they differ only in learning rate
 
     def __post_init__(self) -> None:
         if self.lease_seconds < 4 * self.heartbeat_seconds:
@@ -100,21 +101,25 @@ class Worker:
             while not self.stop_requested.is_set():
                 if self.settings.max_jobs is not None and self.completed >= self.settings.max_jobs:
                     break
+                size = self.settings.pack
+                if self.settings.max_jobs is not None:
+                    size = min(size, self.settings.max_jobs - self.completed)
                 claimed = self.through_outages(
-                    claim,
+                    claim_pack,
                     self.worker_id,
+                    size=size,
                     lease_seconds=self.settings.lease_seconds,
                     sweep=self.settings.sweep,
                 )
-                if claimed is None:
+                if not claimed:
                     # A dead worker's job becomes claimable when its lease runs out: wait for it.
                     orphans = self.through_outages(orphaned_jobs, sweep=self.settings.sweep)
                     if self.settings.exit_when_empty and not orphans:
                         break
                     self.stop_requested.wait(self.settings.poll_seconds)
                     continue
-                self.run_one(claimed)
-                self.completed += 1
+                self.run_one(self._packable(claimed))
+                self.completed += len(claimed)
         finally:
             stop_worker(self.engine, self.worker_id)
             for sig, handler in previous.items():
@@ -136,48 +141,78 @@ class Worker:
                 self.stop_now.wait(wait)
                 wait = min(wait * 2, OUTAGE_MAX_WAIT_S)
 
-    def run_one(self, claimed: ClaimedJob) -> None:
-        out_dir = claimed.out_dir or str(
-            self.settings.runs_dir.resolve() / f"job-{claimed.job_id:06d}"
-        )
+    def _packable(self, claimed: list[ClaimedJob]) -> list[ClaimedJob]:
+        """The claimed jobs if they can share one pass; otherwise the first, the rest given
+        back to the queue (no attempt spent) for this or another worker to run alone."""
+        if len(claimed) == 1:
+            return claimed
+        from lorabench.config import JobConfig
+        from lorabench.train.packed import PackError, check_packable
+
         try:
-            self.through_outages(set_out_dir, claimed.job_id, claimed.lease_token, out_dir)
-        except LeaseLost:
+            check_packable([JobConfig(**c.config) for c in claimed])
+        except PackError as error:
+            self.view.say(f"[yellow]not packing job {claimed[0].job_id}: {error}; one at a time")
+            for extra in claimed[1:]:
+                self.through_outages(release, extra, outcome="interrupted", reason="not packable")
+            return claimed[:1]
+        return claimed
+
+    def run_one(self, claims: list[ClaimedJob]) -> None:
+        """Train one job, or a pack of jobs sharing one model (`--pack`), in a child process."""
+        out_dirs: dict[int, str] = {}
+        for claimed in claims:
+            out_dir = claimed.out_dir or str(
+                self.settings.runs_dir.resolve() / f"job-{claimed.job_id:06d}"
+            )
+            try:
+                self.through_outages(set_out_dir, claimed.job_id, claimed.lease_token, out_dir)
+                out_dirs[claimed.job_id] = out_dir
+            except LeaseLost:
+                continue
+        claims = [c for c in claims if c.job_id in out_dirs]
+        if not claims:
             return
-        label = describe(claimed.job_id, claimed.config)
-        self.view.job_started(claimed.job_id, claimed.config, claimed.attempt_number)
-        beat = Heartbeater(
-            self.engine,
-            claimed,
-            worker_id=self.worker_id,
-            lease_seconds=self.settings.lease_seconds,
-            interval=self.settings.heartbeat_seconds,
-        )
-        beat.start()
+        lead = claims[0]
+        self.view.job_started(lead.job_id, lead.config, lead.attempt_number, pack=len(claims))
+        beats = [
+            Heartbeater(
+                self.engine,
+                claimed,
+                worker_id=self.worker_id,
+                lease_seconds=self.settings.lease_seconds,
+                interval=self.settings.heartbeat_seconds,
+            )
+            for claimed in claims
+        ]
+        for beat in beats:
+            beat.start()
         events = self.context.Queue()
-        child = self.context.Process(
-            target=run_child,
-            args=(
-                claimed.config,
-                out_dir,
-                self.settings.device,
-                self.settings.checkpoint_every,
-                os.getpid(),
-                events,
-            ),
-            name=f"lorabench-job-{claimed.job_id}",
-        )
+        common = (self.settings.device, self.settings.checkpoint_every, os.getpid(), events)
+        if len(claims) == 1:
+            target, args = run_child, (lead.config, out_dirs[lead.job_id], *common)
+        else:
+            configs = [c.config for c in claims]
+            target = run_pack_child
+            args = (configs, [out_dirs[c.job_id] for c in claims], *common)
+        child = self.context.Process(target=target, args=args, name=f"lorabench-job-{lead.job_id}")
         child.start()
         try:
-            kind, payload = self._supervise(child, events, beat)
+            kind, payload = self._supervise(child, events, beats)
         finally:
-            beat.halt()
+            for beat in beats:
+                beat.halt()
             if child.is_alive():
                 child.kill()
             child.join()
-        self._record(claimed, label, kind, payload)
+        for claimed, (job_kind, job_payload) in zip(
+            claims, _per_job(kind, payload, beats), strict=True
+        ):
+            self._record(claimed, describe(claimed.job_id, claimed.config), job_kind, job_payload)
 
-    def _supervise(self, child: Any, events: Any, beat: Heartbeater) -> tuple[str, dict[str, Any]]:
+    def _supervise(
+        self, child: Any, events: Any, beats: list[Heartbeater]
+    ) -> tuple[str, dict[str, Any]]:
         """Relay progress until the child reports an outcome, dies, or must be stopped."""
         stopping_since: float | None = None
         reason = "interrupted"
@@ -187,16 +222,19 @@ class Worker:
             except queue.Empty:
                 kind, payload = None, {}
             if kind == "progress":
-                beat.progress = payload
-                self.view.update(payload)
+                slot = payload.pop("slot", 0)
+                beats[slot].progress = payload
+                if slot == 0:
+                    self.view.update(payload)
             elif kind is not None:
                 return ("cancelled" if kind == "interrupted" and reason == "cancelled" else kind,
                         payload)  # fmt: skip
-            if beat.lost.is_set():
+            if any(beat.lost.is_set() for beat in beats):
                 child.kill()
                 return "lost", {}
-            if stopping_since is None and (self.stop_requested.is_set() or beat.cancel.is_set()):
-                reason = "cancelled" if beat.cancel.is_set() else "interrupted"
+            cancelled = any(beat.cancel.is_set() for beat in beats)
+            if stopping_since is None and (self.stop_requested.is_set() or cancelled):
+                reason = "cancelled" if cancelled else "interrupted"
                 child.terminate()  # SIGTERM: the child checkpoints at the end of its step
                 stopping_since = time.monotonic()
             grace = self.settings.stop_grace_seconds
@@ -239,6 +277,20 @@ class Worker:
                 self.view.job_ended(f"[red]lease lost[/] {label}: another worker owns it now")
         except LeaseLost:
             self.view.job_ended(f"[red]lease lost[/] {label}: result not written")
+
+
+def _per_job(
+    kind: str, payload: dict[str, Any], beats: list[Heartbeater]
+) -> list[tuple[str, dict[str, Any]]]:
+    """One outcome per job of a run: a pack reports each job's own; a lost lease or a cancel
+    concerns its own job, and the pack's other jobs go back to the queue with their checkpoints."""
+    if kind == "results":
+        return [tuple(outcome) for outcome in payload["outcomes"]]
+    if kind == "lost":
+        return [("lost", {}) if b.lost.is_set() else ("interrupted", {}) for b in beats]
+    if kind == "cancelled":
+        return [("cancelled", {}) if b.cancel.is_set() else ("interrupted", {}) for b in beats]
+    return [(kind, payload)] * len(beats)
 
 
 def _final_event(events: Any) -> tuple[str, dict[str, Any]] | None:

@@ -46,8 +46,10 @@ class WorkerView:
     def __exit__(self, *_exc: object) -> None:
         self.progress.stop()
 
-    def job_started(self, job_id: int, config: dict[str, Any], attempt: int) -> None:
+    def job_started(self, job_id: int, config: dict[str, Any], attempt: int, pack: int = 1) -> None:
         suffix = f" (attempt {attempt})" if attempt > 1 else ""
+        if pack > 1:
+            suffix += f" + {pack - 1} packed"
         self._bar = self.progress.add_task(
             describe(job_id, config) + suffix, total=None, epoch="-", loss="-"
         )

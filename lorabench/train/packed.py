@@ -1,0 +1,311 @@
+"""Packed training: K jobs that differ only in learning rate share one frozen base and one
+forward pass per step.
+
+The jobs' trainable tensors (adapters, new heads) are stacked along a leading axis and
+`torch.func.vmap` runs the task's own loss over that axis with the batch shared. Layers before
+the first adapter run once; after it, each frozen matmul sees K times the rows (one large matmul
+instead of K small ones) and the adapters' become batched matmuls. Autograd then gives each
+job exactly the gradient of its own loss. Each job keeps its own leaves, AdamW, scheduler,
+history, checkpoint and failure: a NaN in one job fails that job and the others go on.
+
+Exactness: a packed job takes the same steps as its solo run (same initialisation, data order
+and batches; fp32 losses equal to rounding). Random draws inside the forward pass (dropout) are
+the exception: vmap draws each job's masks independently, so with dropout a packed job sees
+other masks than its solo run, at the same rate.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from lorabench.config import JobConfig
+from lorabench.train.checkpoint import load_checkpoint, save_checkpoint
+from lorabench.train.errors import Interrupted, NonFiniteLoss
+from lorabench.train.loop import (
+    PREPARED_NAME,
+    Schedule,
+    TrainResult,
+    _check_groups,
+    _epoch_order,
+    _evaluate,
+    _History,
+    _peak_memory_mb,
+    _prepare,
+    _result,
+    _scheduler,
+    _to,
+    build_model,
+)
+from lorabench.variants import (
+    adapter_extra_state,
+    adapter_parameters,
+    build_params,
+    get_variant,
+    load_adapter_extra_state,
+)
+
+PACKABLE_FIELDS = ("lr",)  # what may differ between the jobs of one pack
+
+PackProgress = Callable[[int, dict[str, Any]], None]
+
+
+class PackError(ValueError):
+    """These jobs cannot share one pass; the message says why (run them one at a time)."""
+
+
+def pack_key(cfg: JobConfig) -> str:
+    """Jobs with equal keys can be packed: everything but the learning rate is the same."""
+    return cfg.canonical_json(without=PACKABLE_FIELDS)
+
+
+def check_packable(cfgs: Sequence[JobConfig]) -> None:
+    if not cfgs:
+        raise PackError("nothing to pack")
+    if len({pack_key(c) for c in cfgs}) != 1:
+        raise PackError("packed jobs must differ only in learning rate")
+    if len({c.config_hash for c in cfgs}) != len(cfgs):
+        raise PackError("the same job twice in one pack")
+    spec = get_variant(cfgs[0].variant)
+    if spec.on_step is not None:
+        raise PackError(f"variant {spec.name!r} changes its weights between steps (on_step)")
+    if spec.extra_loss is not None:
+        raise PackError(f"variant {spec.name!r} adds its own loss term, which is not vmapped")
+
+
+@dataclass
+class _Slot:
+    """One job of the pack and everything it owns."""
+
+    index: int
+    cfg: JobConfig
+    out_dir: Path
+    params: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    history: _History = field(default_factory=_History)
+    step: int = 0
+    resumed_from: int | None = None
+    error: BaseException | None = None
+    step_seconds: list[float] = field(default_factory=list)
+
+
+class _Bound(nn.Module):
+    """The model with one job's trainable tensors swapped in, as `task.loss` expects it."""
+
+    def __init__(self, model: nn.Module, params: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.model, self.params = model, params
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return functional_call(self.model, self.params, args, kwargs, strict=False)
+
+
+def train_packed(
+    cfgs: Sequence[JobConfig],
+    out_dirs: Sequence[Path],
+    *,
+    device: str = "cpu",
+    on_progress: PackProgress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_every: int = 50,
+) -> list[TrainResult | BaseException]:
+    """Train the jobs together; each gets its solo run's result, or the error that ended it."""
+    check_packable(cfgs)
+    report = on_progress or (lambda _k, _event: None)
+    stop = should_stop or (lambda: False)
+    dev, first = torch.device(device), cfgs[0]
+    torch.manual_seed(first.seed)
+    task, model, injected = build_model(first)
+    model.to(dev)
+    spec, hyper = get_variant(first.variant), build_params(first.variant, first.variant_params)
+    train_data, eval_data = task.load("train"), task.load("validation")
+    plan = Schedule.for_job(first, len(train_data))
+    prepare_seconds = _prepare(spec, hyper, first, task, model, train_data, out_dirs[0], dev)
+    if prepare_seconds is not None:
+        _share_prepared(out_dirs)
+        injected = replace(
+            injected,
+            adapter_params=sum(p.numel() for p in adapter_parameters(model) if p.requires_grad),
+            trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        )
+    initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    extra_state = adapter_extra_state(model)
+    slots = [
+        _slot(k, cfg, Path(out_dir), model, initial, spec, hyper, plan)
+        for k, (cfg, out_dir) in enumerate(zip(cfgs, out_dirs, strict=True))
+    ]
+
+    def checkpoint(slot: _Slot) -> None:
+        save_checkpoint(slot.out_dir, {
+            "config_hash": slot.cfg.config_hash,
+            "step": slot.step,
+            "adapter": {n: t.detach().cpu().clone() for n, t in slot.params.items()},
+            "adapter_extra": {k: v.cpu() for k, v in extra_state.items()},
+            "optimizer": slot.optimizer.state_dict(),
+            "scheduler": slot.scheduler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "history": slot.history.to_state(),
+        })  # fmt: skip
+
+    bf16 = first.precision == "bf16"
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    started = time.perf_counter()
+    for epoch in range(plan.epochs):
+        order = _epoch_order(len(train_data), first.seed, epoch)
+        first_step = epoch * plan.steps_per_epoch
+        last_step = min(first_step + plan.steps_per_epoch, plan.total_steps)
+        in_epoch = [s for s in slots if s.error is None and len(s.history.evals) == epoch]
+        model.train()
+        while True:
+            # A job resumed from a later checkpoint joins when the pack reaches its step.
+            waiting = [s for s in in_epoch if s.error is None and s.step < last_step]
+            if not waiting:
+                break
+            step = min(s.step for s in waiting)
+            live = [s for s in waiting if s.step == step]
+            tick = time.perf_counter()
+            losses = _packed_step(first, task, model, live, train_data, order, step - first_step,
+                                  dev, autocast)  # fmt: skip
+            seconds = time.perf_counter() - tick
+            for slot, loss in zip(live, losses, strict=True):
+                _advance(slot, loss, epoch, plan, seconds, report)
+            if stop():
+                for slot in slots:
+                    if slot.error is None:
+                        checkpoint(slot)
+                raise Interrupted(max(s.step for s in slots))
+            for slot in live:
+                if (
+                    slot.error is None
+                    and slot.step % checkpoint_every == 0
+                    and (slot.step < last_step)
+                ):
+                    checkpoint(slot)
+        for slot in in_epoch:
+            if slot.error is not None:
+                continue
+            report(slot.index, {"phase": "eval", "epoch": epoch + 1, "epochs": plan.epochs,
+                                "step": slot.step, "total_steps": plan.total_steps})  # fmt: skip
+            _load_into(model, slot.params)
+            scores = _evaluate(slot.cfg, task, model, eval_data, dev, autocast)
+            slot.history.evals.append((epoch + 1, slot.step, scores))
+            checkpoint(slot)
+    seconds, peak = time.perf_counter() - started, _peak_memory_mb(dev)
+    results: list[TrainResult | BaseException] = []
+    for slot in slots:
+        if slot.error is not None:
+            results.append(slot.error)
+            continue
+        result = _result(slot.cfg, task, slot.history, injected, plan, slot.step_seconds,
+                         seconds, peak, slot.resumed_from)  # fmt: skip
+        extras = {"pack_size": float(len(slots))}
+        if prepare_seconds is not None:
+            extras["prepare_seconds"] = prepare_seconds
+        if spec.report is not None:
+            _load_into(model, slot.params)
+            extras.update(spec.report(model, hyper))
+        result.summary.update(extras)
+        result.metrics += [("summary", name, 0, None, float(v)) for name, v in extras.items()]
+        results.append(result)
+    return results
+
+
+def _share_prepared(out_dirs: Sequence[Path]) -> None:
+    """Every job keeps the data-driven init, so any of them can later resume alone."""
+    source = Path(out_dirs[0]) / PREPARED_NAME
+    for out_dir in out_dirs[1:]:
+        target = Path(out_dir) / PREPARED_NAME
+        if source.exists() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+
+
+def _slot(k, cfg, out_dir, model, initial, spec, hyper, plan) -> _Slot:  # noqa: ANN001
+    params = {n: t.clone().requires_grad_() for n, t in initial.items()}
+    if spec.param_groups is not None:
+        # The variant groups the model's parameters; map each to this job's own tensor.
+        name_of = {id(p): n for n, p in model.named_parameters()}
+        groups = [{**g, "params": [params[name_of[id(p)]] for p in g["params"]]}
+                  for g in spec.param_groups(model, cfg.lr, hyper)]  # fmt: skip
+    else:
+        groups = [{"params": list(params.values())}]
+    _check_groups(groups, list(params.values()), cfg.variant)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    slot = _Slot(k, cfg, out_dir, params, optimizer, _scheduler(cfg, optimizer, plan, spec, hyper))
+    saved = load_checkpoint(out_dir)
+    if saved is not None and saved.get("config_hash") == cfg.config_hash:
+        with torch.no_grad():
+            for name, tensor in params.items():
+                tensor.copy_(saved["adapter"][name])
+        load_adapter_extra_state(model, saved["adapter_extra"])
+        slot.optimizer.load_state_dict(saved["optimizer"])
+        slot.scheduler.load_state_dict(saved["scheduler"])
+        slot.history, slot.step = _History.from_state(saved["history"]), int(saved["step"])
+        slot.resumed_from = slot.step
+    return slot
+
+
+def _packed_step(cfg, task, model, live, data, order, step_in_epoch, dev, autocast) -> list[float]:  # noqa: ANN001
+    """Forward/backward of one optimizer step for every live job; returns their mean losses."""
+    start = step_in_epoch * cfg.grad_accum * cfg.batch_size
+    stop = min(start + cfg.grad_accum * cfg.batch_size, len(order))
+    n_examples = stop - start
+
+    def job_loss(params: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return task.loss(_Bound(model, params), batch)
+
+    packed_loss = vmap(job_loss, in_dims=(0, None), randomness="different")
+    totals = [0.0] * len(live)
+    for offset in range(start, stop, cfg.batch_size):
+        indices = order[offset : min(offset + cfg.batch_size, stop)]
+        batch = _to(task.collate([data[i] for i in indices]), dev)
+        stacked = {n: torch.stack([s.params[n] for s in live]) for n in live[0].params}
+        with autocast:
+            losses = packed_loss(stacked, batch)
+        weight = len(indices) / n_examples  # micro-batches add up to one large batch exactly
+        (losses * weight).sum().backward()
+        totals = [t + v * weight for t, v in zip(totals, losses.detach().tolist(), strict=True)]
+    if cfg.max_grad_norm is not None:
+        for slot in live:
+            torch.nn.utils.clip_grad_norm_(list(slot.params.values()), cfg.max_grad_norm)
+    return totals
+
+
+def _advance(slot: _Slot, loss: float, epoch: int, plan: Schedule, seconds: float,  # noqa: PLR0913
+             report: PackProgress) -> None:  # fmt: skip
+    if not math.isfinite(loss):
+        slot.error = NonFiniteLoss(
+            f"training loss became {loss} at step {slot.step + 1} (epoch {epoch + 1}) with "
+            f"lr={slot.cfg.lr:g}; the run diverged, so retrying would fail the same way"
+        )
+        return
+    lr = slot.scheduler.get_last_lr()[0]
+    slot.optimizer.step()
+    slot.step += 1
+    slot.scheduler.step()
+    slot.optimizer.zero_grad(set_to_none=True)
+    slot.step_seconds.append(seconds)
+    slot.history.losses.append((slot.step, epoch + 1, loss, lr))
+    report(slot.index, {"phase": "train", "epoch": epoch + 1, "epochs": plan.epochs,
+                        "step": slot.step, "total_steps": plan.total_steps, "loss": loss,
+                        "lr": lr})  # fmt: skip
+
+
+@torch.no_grad()
+def _load_into(model: nn.Module, params: dict[str, torch.Tensor]) -> None:
+    own = dict(model.named_parameters())
+    for name, tensor in params.items():
+        own[name].copy_(tensor)

@@ -1,0 +1,137 @@
+"""Packed training (`work --pack`): K jobs that differ only in learning rate share one model
+pass, and each still gets exactly its solo run's result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import plan_and_work
+from sqlalchemy import select
+
+from lorabench.config import resolve_job
+from lorabench.store import open_engine
+from lorabench.store.models import Attempt, Job, Metric
+from lorabench.train import NonFiniteLoss, TrainResult, train_job
+from lorabench.train.packed import PackError, check_packable, train_packed
+
+
+def curve(result: TrainResult, split: str = "train", name: str = "loss") -> list[float]:
+    return [v for s, n, _, _, v in result.metrics if s == split and n == name]
+
+
+@pytest.fixture
+def dropout_free_minilm(monkeypatch):
+    """Dropout draws other masks in a pack than alone; without it a pack must be exact."""
+    import lorabench.tasks.embedded as embedded
+
+    load = embedded.BbcNews.load_model
+
+    def load_without_dropout(self):
+        model = load(self)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        return model
+
+    monkeypatch.setattr(embedded.BbcNews, "load_model", load_without_dropout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["lora", "rslora", "dora", "pissa"])
+def test_each_packed_job_equals_its_solo_run(variant, dropout_free_minilm, tmp_path: Path):
+    shared = {"task": "bbc-news", "variant": variant, "seed": 0, "batch_size": 4,
+              "max_length": 32, "train_size": 200, "eval_size": 16, "epochs": 1}  # fmt: skip
+    configs = [resolve_job({**shared, "lr": lr}) for lr in (1e-4, 3e-4)]
+    solo = [train_job(c, tmp_path / f"solo-{i}") for i, c in enumerate(configs)]
+    packed = train_packed(configs, [tmp_path / f"packed-{i}" for i in range(len(configs))])
+    for alone, together in zip(solo, packed, strict=True):
+        assert isinstance(together, TrainResult)
+        assert len(curve(together)) == 50  # 200 examples / batch 4
+        difference = max(abs(a - b) for a, b in zip(curve(alone), curve(together), strict=True))
+        assert difference <= 1e-5
+        for metric in ("accuracy", "macro_f1"):
+            assert curve(together, "eval", metric) == pytest.approx(
+                curve(alone, "eval", metric), abs=1e-4
+            )
+        assert together.summary["pack_size"] == 2
+    # The learning rates really differ: the two curves part ways.
+    assert curve(packed[0])[-1] != pytest.approx(curve(packed[1])[-1], abs=1e-3)
+
+
+def test_a_diverging_job_fails_alone_and_its_pack_mate_goes_on(tmp_path: Path):
+    shared = {"task": "noop", "variant": "lora", "seed": 3, "train_size": 64}  # 8 steps
+    calm, wild = (resolve_job({**shared, "lr": lr}) for lr in (1e-3, 1e30))
+    results = train_packed([calm, wild], [tmp_path / "calm", tmp_path / "wild"])
+    assert isinstance(results[1], NonFiniteLoss)
+    alone = train_job(calm, tmp_path / "alone")
+    assert curve(results[0]) == pytest.approx(curve(alone), abs=1e-6)
+    assert len(curve(results[0])) == 8
+
+
+def test_a_pack_resumes_each_job_from_its_own_checkpoint(tmp_path: Path):
+    from lorabench.train import Interrupted
+    from lorabench.train.checkpoint import CHECKPOINT_NAME
+
+    shared = {"task": "noop", "variant": "lora", "seed": 1, "train_size": 64}
+    configs = [resolve_job({**shared, "lr": lr}) for lr in (1e-3, 1e-2)]
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    steps = iter(range(100))
+    with pytest.raises(Interrupted):
+        train_packed(configs, dirs, checkpoint_every=1, should_stop=lambda: next(steps) == 5)
+    (dirs[1] / CHECKPOINT_NAME).unlink()  # b starts over; a waits for it at step 6
+    resumed = train_packed(configs, dirs, checkpoint_every=1)
+    assert [r.resumed_from_step for r in resumed] == [6, None]
+    for config, result in zip(configs, resumed, strict=True):
+        alone = train_job(config, tmp_path / f"alone-{config.lr}")
+        assert curve(result) == pytest.approx(curve(alone), abs=1e-6)
+        assert len(curve(result)) == 8
+
+
+def test_only_jobs_that_differ_in_learning_rate_pack():
+    lora = {"task": "noop", "variant": "lora", "lr": 1e-3, "seed": 0}
+    with pytest.raises(PackError, match="differ only in learning rate"):
+        check_packable([resolve_job(lora), resolve_job({**lora, "seed": 1, "lr": 1e-2})])
+    with pytest.raises(PackError, match="same job twice"):
+        check_packable([resolve_job(lora), resolve_job(lora)])
+    relora = {**lora, "variant": "relora"}
+    with pytest.raises(PackError, match="on_step"):
+        check_packable([resolve_job(relora), resolve_job({**relora, "lr": 1e-2})])
+    check_packable([resolve_job(lora), resolve_job({**lora, "lr": 1e-2})])
+
+
+@pytest.mark.slow
+def test_work_pack_trains_each_pack_in_one_run_with_solo_results(tmp_path: Path):
+    lrs = "1e-4,3e-4,1e-3,3e-3,1e-2,3e-2"
+    sweep = ["--task", "noop", "--variant", "lora", "--lr", lrs, "--seed", "0,1",
+             "--train-size", "32"]  # fmt: skip
+    packed_db, solo_db = tmp_path / "packed.db", tmp_path / "solo.db"
+    plan_and_work(packed_db, tmp_path / "runs-packed", *sweep, work_args=["--pack", "4"])
+    plan_and_work(solo_db, tmp_path / "runs-solo", *sweep)
+
+    def results(db: Path) -> dict[tuple, list[float]]:
+        engine = open_engine(str(db), read_only=True)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(Job.config, Metric.split, Metric.name, Metric.value)
+                .join(Metric, Metric.job_id == Job.id)
+                .order_by(Metric.id)
+            ).all()
+            attempts = conn.execute(select(Attempt.job_id, Attempt.outcome)).all()
+        engine.dispose()
+        assert sorted(outcome for _, outcome in attempts) == ["done"] * 12
+        grouped: dict[tuple, list[float]] = {}
+        for config, split, name, value in rows:
+            cfg = json.loads(config)
+            grouped.setdefault((cfg["lr"], cfg["seed"], split, name), []).append(value)
+        return grouped
+
+    packed, solo = results(packed_db), results(solo_db)
+    pack_sizes = sorted(v[0] for k, v in packed.items() if k[3] == "pack_size")
+    assert pack_sizes == [2.0] * 4 + [4.0] * 8  # per seed: a pack of 4, then one of 2
+    for key, values in solo.items():
+        if key[2] == "summary" and key[3] in ("train_seconds", "step_time_s", "peak_memory_mb"):
+            continue
+        assert packed[key] == pytest.approx(values, abs=1e-6), key
