@@ -15,6 +15,7 @@ from lorabench.store import (
     StoreError,
     cancel,
     claim,
+    claim_pack,
     enqueue,
     fail,
     finish,
@@ -211,3 +212,29 @@ def test_non_finite_metric_values_are_stored_as_null(engine):
     with engine.connect() as conn:
         rows = dict(conn.execute(select(Metric.name, Metric.value)).all())
     assert rows == {"mcc": None, "acc": 0.5}
+
+
+def test_claim_pack_takes_jobs_that_differ_only_in_learning_rate(engine):
+    sweep = [
+        resolve_job({"task": "noop", "variant": "lora", "lr": lr, "seed": seed})
+        for seed in (0, 1)
+        for lr in (1e-4, 1e-3, 1e-2)
+    ]
+    enqueue(engine, "s", sweep)
+    worker = register_worker(engine, "cpu")
+    first = claim_pack(engine, worker, size=2, lease_seconds=60)
+    second = claim_pack(engine, worker, size=8, lease_seconds=60)
+    third = claim_pack(engine, worker, size=8, lease_seconds=60)
+    assert [[c.job_id for c in pack] for pack in (first, second, third)] == [[1, 2], [3], [4, 5, 6]]
+    assert {c.config["seed"] for c in third} == {1}
+    assert len({c.lease_token for c in first + second + third}) == 6  # a lease each
+    assert claim_pack(engine, worker, size=8, lease_seconds=60) == []
+    with engine.connect() as conn:
+        assert conn.execute(select(Attempt.job_id).order_by(Attempt.id)).scalars().all() == [
+            1,
+            2,
+            3,
+            4,
+            5,
+            6,
+        ]
