@@ -24,6 +24,9 @@ SETTINGS = {
     # The embedded encoder as quickstart runs it (all-MiniLM-L6-v2, bbc-news), 20 steps.
     "encoder": {"task": "bbc-news", "variant": "lora", "seed": 0, "batch_size": 16,
                 "max_length": 64, "max_steps": 20, "eval_size": 100},
+    # The same at batch 2: small per-job batches, where one job leaves the cores idle.
+    "encoder-bs2": {"task": "bbc-news", "variant": "lora", "seed": 0, "batch_size": 2,
+                    "max_length": 64, "max_steps": 20, "eval_size": 100},
     # SmolLM2-135M on GSM8K rows: 10 steps, a short greedy evaluation.
     "smollm2": {"task": "gsm8k-mini", "variant": "lora", "seed": 0, "batch_size": 4,
                 "max_length": 128, "max_steps": 10, "eval_size": 4,
@@ -63,7 +66,7 @@ def measure(setting: str, device: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setting", default="encoder,smollm2")
+    parser.add_argument("--setting", default="encoder,encoder-bs2,smollm2")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
