@@ -145,19 +145,9 @@ def train_job(
     report = on_progress or (lambda _event: None)
     stop = should_stop or (lambda: False)
     dev = torch.device(device)
-    torch.manual_seed(cfg.seed)
-    task, model, injected = build_model(cfg)
-    model.to(dev)
-    spec, hyper = get_variant(cfg.variant), build_params(cfg.variant, cfg.variant_params)
-    train_data, eval_data = task.load("train"), task.load("validation")
-    plan = Schedule.for_job(cfg, len(train_data))
-    prepare_seconds = _prepare(spec, hyper, cfg, task, model, train_data, out_dir, dev)
-    if prepare_seconds is not None:  # prepare may reallocate ranks (EVA): count again
-        injected = dataclasses.replace(
-            injected,
-            adapter_params=sum(p.numel() for p in adapter_parameters(model) if p.requires_grad),
-            trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        )
+    setup = setup_job(cfg, out_dir, dev)
+    task, model, spec, hyper, plan = setup.task, setup.model, setup.spec, setup.hyper, setup.plan
+    train_data, eval_data = setup.train_data, setup.eval_data
     trainable = [p for p in model.parameters() if p.requires_grad]
     if spec.param_groups is not None:
         groups = spec.param_groups(model, cfg.lr, hyper)
@@ -192,9 +182,7 @@ def train_job(
             },
         )
 
-    autocast = (
-        torch.autocast(dev.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
-    )
+    autocast = autocast_for(cfg, dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     step_seconds: list[float] = []
@@ -236,11 +224,61 @@ def train_job(
         scores = _evaluate(cfg, task, model, eval_data, dev, autocast)
         history.evals.append((epoch + 1, step, scores))
         checkpoint_now()
-    result = _result(cfg, task, history, injected, plan, step_seconds,
-                     time.perf_counter() - started, _peak_memory_mb(dev), resumed_from)  # fmt: skip
-    extras = {"prepare_seconds": prepare_seconds} if prepare_seconds is not None else {}
-    if spec.report is not None:
-        extras.update(spec.report(model, hyper))
+    return final_result(setup, cfg, history, step_seconds, time.perf_counter() - started,
+                        _peak_memory_mb(dev), resumed_from)  # fmt: skip
+
+
+@dataclass
+class JobSetup:
+    """A job's model with adapters (after any data-driven init), data and step plan."""
+
+    task: Task
+    model: torch.nn.Module
+    injected: InjectReport
+    spec: Any
+    hyper: Any
+    train_data: Sequence[dict[str, Any]]
+    eval_data: Sequence[dict[str, Any]]
+    plan: Schedule
+    prepare_seconds: float | None
+
+
+def setup_job(cfg: JobConfig, out_dir: Path, dev: torch.device) -> JobSetup:
+    """Seed, build the model, load the data, run (or restore) the variant's prepare."""
+    torch.manual_seed(cfg.seed)
+    task, model, injected = build_model(cfg)
+    model.to(dev)
+    spec, hyper = get_variant(cfg.variant), build_params(cfg.variant, cfg.variant_params)
+    train_data, eval_data = task.load("train"), task.load("validation")
+    plan = Schedule.for_job(cfg, len(train_data))
+    prepare_seconds = _prepare(spec, hyper, cfg, task, model, train_data, out_dir, dev)
+    if prepare_seconds is not None:  # prepare may reallocate ranks (EVA): count again
+        injected = dataclasses.replace(
+            injected,
+            adapter_params=sum(p.numel() for p in adapter_parameters(model) if p.requires_grad),
+            trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        )
+    return JobSetup(task, model, injected, spec, hyper, train_data, eval_data, plan,
+                    prepare_seconds)  # fmt: skip
+
+
+def autocast_for(cfg: JobConfig, dev: torch.device):  # noqa: ANN201
+    if cfg.precision == "bf16":
+        return torch.autocast(dev.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def final_result(setup: JobSetup, cfg: JobConfig, history: _History, step_seconds: list[float],
+                 seconds: float, peak_mb: float, resumed_from: int | None,
+                 extras: dict[str, float] | None = None) -> TrainResult:  # fmt: skip
+    """The job's metrics and summary; the variant's report reads the model as trained."""
+    result = _result(cfg, setup.task, history, setup.injected, setup.plan, step_seconds, seconds,
+                     peak_mb, resumed_from)  # fmt: skip
+    extras = dict(extras or {})
+    if setup.prepare_seconds is not None:
+        extras["prepare_seconds"] = setup.prepare_seconds
+    if setup.spec.report is not None:
+        extras.update(setup.spec.report(setup.model, setup.hyper))
     result.summary.update(extras)
     result.metrics += [("summary", name, 0, None, float(v)) for name, v in extras.items()]
     return result

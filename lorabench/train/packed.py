@@ -20,8 +20,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +40,13 @@ from lorabench.train.loop import (
     _evaluate,
     _History,
     _peak_memory_mb,
-    _prepare,
-    _result,
     _scheduler,
     _to,
-    build_model,
+    autocast_for,
+    final_result,
+    setup_job,
 )
-from lorabench.variants import (
-    adapter_extra_state,
-    adapter_parameters,
-    build_params,
-    get_variant,
-    load_adapter_extra_state,
-)
+from lorabench.variants import adapter_extra_state, get_variant, load_adapter_extra_state
 
 PACKABLE_FIELDS = ("lr",)  # what may differ between the jobs of one pack
 
@@ -125,20 +118,11 @@ def train_packed(
     report = on_progress or (lambda _k, _event: None)
     stop = should_stop or (lambda: False)
     dev, first = torch.device(device), cfgs[0]
-    torch.manual_seed(first.seed)
-    task, model, injected = build_model(first)
-    model.to(dev)
-    spec, hyper = get_variant(first.variant), build_params(first.variant, first.variant_params)
-    train_data, eval_data = task.load("train"), task.load("validation")
-    plan = Schedule.for_job(first, len(train_data))
-    prepare_seconds = _prepare(spec, hyper, first, task, model, train_data, out_dirs[0], dev)
-    if prepare_seconds is not None:
+    setup = setup_job(first, Path(out_dirs[0]), dev)  # one model, one data-driven init
+    task, model, spec, hyper, plan = setup.task, setup.model, setup.spec, setup.hyper, setup.plan
+    train_data, eval_data = setup.train_data, setup.eval_data
+    if setup.prepare_seconds is not None:
         _share_prepared(out_dirs)
-        injected = replace(
-            injected,
-            adapter_params=sum(p.numel() for p in adapter_parameters(model) if p.requires_grad),
-            trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        )
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     extra_state = adapter_extra_state(model)
     slots = [
@@ -158,8 +142,7 @@ def train_packed(
             "history": slot.history.to_state(),
         })  # fmt: skip
 
-    bf16 = first.precision == "bf16"
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    autocast = autocast_for(first, dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     started = time.perf_counter()
@@ -209,17 +192,19 @@ def train_packed(
         if slot.error is not None:
             results.append(slot.error)
             continue
-        result = _result(slot.cfg, task, slot.history, injected, plan, slot.step_seconds,
-                         seconds, peak, slot.resumed_from)  # fmt: skip
-        extras = {"pack_size": float(len(slots))}
-        if prepare_seconds is not None:
-            extras["prepare_seconds"] = prepare_seconds
-        if spec.report is not None:
-            _load_into(model, slot.params)
-            extras.update(spec.report(model, hyper))
-        result.summary.update(extras)
-        result.metrics += [("summary", name, 0, None, float(v)) for name, v in extras.items()]
-        results.append(result)
+        _load_into(model, slot.params)  # the variant's report reads this job's tensors
+        results.append(
+            final_result(
+                setup,
+                slot.cfg,
+                slot.history,
+                slot.step_seconds,
+                seconds,
+                peak,
+                slot.resumed_from,
+                {"pack_size": float(len(slots))},
+            )
+        )
     return results
 
 

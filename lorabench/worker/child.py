@@ -64,6 +64,21 @@ def _done(result: Any) -> tuple[str, dict[str, Any]]:
     return "done", {"metrics": result.metrics, "resumed_from_step": result.resumed_from_step}
 
 
+def _report(events: Any, work: Callable[[], tuple[str, dict[str, Any]]]) -> None:
+    """Run `work` and send its final event, or the interruption or failure that ended it."""
+    from lorabench.train import Interrupted
+
+    try:
+        events.put(work())
+    except Interrupted as interrupted:
+        events.put(("interrupted", {"step": interrupted.step}))
+    except BaseException as error:  # noqa: BLE001  (every failure must reach the supervisor)
+        events.put(_failure(error))
+    finally:
+        events.close()
+        events.join_thread()
+
+
 def run_child(
     config: dict[str, Any],
     out_dir: str,
@@ -75,26 +90,20 @@ def run_child(
     """Entry point of the training process: sends progress, then exactly one final event."""
     should_stop = _setup_child(supervisor_pid)
     from lorabench.config import JobConfig
-    from lorabench.train import Interrupted, train_job
+    from lorabench.train import train_job
 
-    try:
-        cfg = JobConfig(**config)
+    def work() -> tuple[str, dict[str, Any]]:
         result = train_job(
-            cfg,
+            JobConfig(**config),
             Path(out_dir),
             device=device,
             on_progress=lambda event: events.put(("progress", event)),
             should_stop=should_stop,
             checkpoint_every=checkpoint_every,
         )
-        events.put(_done(result))
-    except Interrupted as interrupted:
-        events.put(("interrupted", {"step": interrupted.step}))
-    except BaseException as error:  # noqa: BLE001  (every failure must reach the supervisor)
-        events.put(_failure(error))
-    finally:
-        events.close()
-        events.join_thread()
+        return _done(result)
+
+    _report(events, work)
 
 
 def run_pack_child(
@@ -109,10 +118,9 @@ def run_pack_child(
     final event: ("results", one (kind, payload) per job), or one outcome for the whole pack."""
     should_stop = _setup_child(supervisor_pid)
     from lorabench.config import JobConfig
-    from lorabench.train import Interrupted
     from lorabench.train.packed import train_packed
 
-    try:
+    def work() -> tuple[str, dict[str, Any]]:
         results = train_packed(
             [JobConfig(**config) for config in configs],
             [Path(out_dir) for out_dir in out_dirs],
@@ -122,11 +130,6 @@ def run_pack_child(
             checkpoint_every=checkpoint_every,
         )
         outcomes = [_failure(r) if isinstance(r, BaseException) else _done(r) for r in results]
-        events.put(("results", {"outcomes": outcomes}))
-    except Interrupted as interrupted:
-        events.put(("interrupted", {"step": interrupted.step}))
-    except BaseException as error:  # noqa: BLE001  (every failure must reach the supervisor)
-        events.put(_failure(error))
-    finally:
-        events.close()
-        events.join_thread()
+        return "results", {"outcomes": outcomes}
+
+    _report(events, work)
