@@ -135,3 +135,16 @@ def test_work_pack_trains_each_pack_in_one_run_with_solo_results(tmp_path: Path)
         if key[2] == "summary" and key[3] in ("train_seconds", "step_time_s", "peak_memory_mb"):
             continue
         assert packed[key] == pytest.approx(values, abs=1e-6), key
+
+
+def test_work_pack_runs_unpackable_variants_one_at_a_time(tmp_path: Path):
+    db = tmp_path / "relora.db"
+    plan_and_work(db, tmp_path / "runs", "--task", "noop", "--variant", "relora", "--lr",
+                  "1e-3,1e-2", work_args=["--pack", "4"])  # fmt: skip
+    engine = open_engine(str(db), read_only=True)
+    with engine.connect() as conn:
+        attempts = conn.execute(select(Attempt.job_id, Attempt.outcome)).all()
+        packed = conn.execute(select(Metric.id).where(Metric.name == "pack_size")).all()
+    engine.dispose()
+    assert sorted(attempts) == [(1, "done"), (2, "done")]  # no attempt spent on packing
+    assert packed == []

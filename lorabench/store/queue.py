@@ -18,7 +18,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,11 +281,13 @@ def claim_pack(
     lease_seconds: float,
     sweep: str | None = None,
     now: float | None = None,
+    packable: Callable[[dict[str, Any]], bool] = lambda _config: True,
 ) -> list[ClaimedJob]:
-    """The next claimable job plus up to size - 1 claimable jobs of its sweep that differ from
-    it only in learning rate (`pack_key`), each with its own lease and attempt."""
+    """The next claimable job plus, if `packable(its config)`, up to size - 1 claimable jobs of
+    its sweep that differ from it only in learning rate (`pack_key`), each with its own lease
+    and attempt."""
     first = claim(engine, worker_id, lease_seconds=lease_seconds, sweep=sweep, now=now)
-    if first is None or size <= 1:
+    if first is None or size <= 1 or not packable(first.config):
         return [] if first is None else [first]
     key, pack = pack_key(first.config), [first]
     with engine.begin() as conn:

@@ -168,19 +168,9 @@ def train_job(
         resumed_from = step
 
     def checkpoint_now() -> None:
-        save_checkpoint(
-            out_dir,
-            {
-                "config_hash": cfg.config_hash,
-                "step": step,
-                "adapter": {k: v.detach().cpu() for k, v in adapter_state_dict(model).items()},
-                "adapter_extra": {k: v.cpu() for k, v in adapter_extra_state(model).items()},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "history": history.to_state(),
-            },
-        )
+        save_checkpoint(out_dir, checkpoint_state(cfg, step, adapter_state_dict(model),
+                                                  adapter_extra_state(model), optimizer,
+                                                  scheduler, history))  # fmt: skip
 
     autocast = autocast_for(cfg, dev)
     if dev.type == "cuda":
@@ -226,6 +216,22 @@ def train_job(
         checkpoint_now()
     return final_result(setup, cfg, history, step_seconds, time.perf_counter() - started,
                         _peak_memory_mb(dev), resumed_from)  # fmt: skip
+
+
+def checkpoint_state(cfg: JobConfig, step: int, adapter: dict[str, torch.Tensor],  # noqa: PLR0913
+                     adapter_extra: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+                     scheduler: Any, history: _History) -> dict[str, Any]:  # fmt: skip
+    """What a checkpoint holds; a job resumes from it alone or in a pack alike."""
+    return {
+        "config_hash": cfg.config_hash,
+        "step": step,
+        "adapter": {k: v.detach().cpu() for k, v in adapter.items()},
+        "adapter_extra": {k: v.cpu() for k, v in adapter_extra.items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "history": history.to_state(),
+    }
 
 
 @dataclass

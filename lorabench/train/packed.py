@@ -43,6 +43,7 @@ from lorabench.train.loop import (
     _scheduler,
     _to,
     autocast_for,
+    checkpoint_state,
     final_result,
     setup_job,
 )
@@ -69,11 +70,19 @@ def check_packable(cfgs: Sequence[JobConfig]) -> None:
         raise PackError("packed jobs must differ only in learning rate")
     if len({c.config_hash for c in cfgs}) != len(cfgs):
         raise PackError("the same job twice in one pack")
-    spec = get_variant(cfgs[0].variant)
+    refusal = pack_refusal(cfgs[0].variant)
+    if refusal is not None:
+        raise PackError(refusal)
+
+
+def pack_refusal(variant: str) -> str | None:
+    """Why jobs of this variant cannot be packed, or None if they can."""
+    spec = get_variant(variant)
     if spec.on_step is not None:
-        raise PackError(f"variant {spec.name!r} changes its weights between steps (on_step)")
+        return f"variant {spec.name!r} changes its weights between steps (on_step)"
     if spec.extra_loss is not None:
-        raise PackError(f"variant {spec.name!r} adds its own loss term, which is not vmapped")
+        return f"variant {spec.name!r} adds its own loss term, which is not vmapped"
+    return None
 
 
 @dataclass
@@ -131,16 +140,9 @@ def train_packed(
     ]
 
     def checkpoint(slot: _Slot) -> None:
-        save_checkpoint(slot.out_dir, {
-            "config_hash": slot.cfg.config_hash,
-            "step": slot.step,
-            "adapter": {n: t.detach().cpu().clone() for n, t in slot.params.items()},
-            "adapter_extra": {k: v.cpu() for k, v in extra_state.items()},
-            "optimizer": slot.optimizer.state_dict(),
-            "scheduler": slot.scheduler.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "history": slot.history.to_state(),
-        })  # fmt: skip
+        state = checkpoint_state(slot.cfg, slot.step, slot.params, extra_state, slot.optimizer,
+                                 slot.scheduler, slot.history)  # fmt: skip
+        save_checkpoint(slot.out_dir, state)
 
     autocast = autocast_for(first, dev)
     if dev.type == "cuda":

@@ -78,6 +78,7 @@ class Worker:
         self.context = _context()
         self.worker_id: int | None = None
         self.completed = 0
+        self._refused: set[str] = set()  # variants already said to be unpackable
 
     def request_stop(self, *_signal: object) -> None:
         if self.stop_requested.is_set():
@@ -110,6 +111,7 @@ class Worker:
                     size=size,
                     lease_seconds=self.settings.lease_seconds,
                     sweep=self.settings.sweep,
+                    packable=self._packable,
                 )
                 if not claimed:
                     # A dead worker's job becomes claimable when its lease runs out: wait for it.
@@ -118,7 +120,7 @@ class Worker:
                         break
                     self.stop_requested.wait(self.settings.poll_seconds)
                     continue
-                self.run_one(self._packable(claimed))
+                self.run_one(claimed)
                 self.completed += len(claimed)
         finally:
             stop_worker(self.engine, self.worker_id)
@@ -141,22 +143,15 @@ class Worker:
                 self.stop_now.wait(wait)
                 wait = min(wait * 2, OUTAGE_MAX_WAIT_S)
 
-    def _packable(self, claimed: list[ClaimedJob]) -> list[ClaimedJob]:
-        """The claimed jobs if they can share one pass; otherwise the first, the rest given
-        back to the queue (no attempt spent) for this or another worker to run alone."""
-        if len(claimed) == 1:
-            return claimed
-        from lorabench.config import JobConfig
-        from lorabench.train.packed import PackError, check_packable
+    def _packable(self, config: dict[str, Any]) -> bool:
+        """Whether a claimed job may take pack mates (said once per variant when not)."""
+        from lorabench.train.packed import pack_refusal
 
-        try:
-            check_packable([JobConfig(**c.config) for c in claimed])
-        except PackError as error:
-            self.view.say(f"[yellow]not packing job {claimed[0].job_id}: {error}; one at a time")
-            for extra in claimed[1:]:
-                self.through_outages(release, extra, outcome="interrupted", reason="not packable")
-            return claimed[:1]
-        return claimed
+        refusal = pack_refusal(config["variant"])
+        if refusal is not None and config["variant"] not in self._refused:
+            self._refused.add(config["variant"])
+            self.view.say(f"[yellow]not packing: {refusal}; these jobs run one at a time")
+        return refusal is None
 
     def run_one(self, claims: list[ClaimedJob]) -> None:
         """Train one job, or a pack of jobs sharing one model (`--pack`), in a child process."""
