@@ -148,3 +148,25 @@ def test_work_pack_runs_unpackable_variants_one_at_a_time(tmp_path: Path):
     engine.dispose()
     assert sorted(attempts) == [(1, "done"), (2, "done")]  # no attempt spent on packing
     assert packed == []
+
+
+def _packable_variants() -> list[str]:
+    from lorabench.train.packed import pack_refusal
+    from lorabench.variants import variant_names
+
+    return [name for name in variant_names() if pack_refusal(name) is None]
+
+
+@pytest.mark.parametrize("variant", _packable_variants())
+def test_every_packable_variant_trains_in_a_pack_as_it_does_alone(variant, tmp_path: Path):
+    shared = {"task": "noop", "variant": variant, "seed": 2, "train_size": 48}  # 6 steps
+    configs = [resolve_job({**shared, "lr": lr}) for lr in (1e-3, 1e-2)]
+    packed = train_packed(configs, [tmp_path / "p0", tmp_path / "p1"])
+    for i, (config, together) in enumerate(zip(configs, packed, strict=True)):
+        assert isinstance(together, TrainResult), together
+        alone = train_job(config, tmp_path / f"solo-{i}")
+        # Relative: some variants start this toy model at losses in the hundreds (DeLoRA).
+        assert curve(together) == pytest.approx(curve(alone), rel=1e-5, abs=1e-5)
+        assert curve(together, "eval", "score") == pytest.approx(
+            curve(alone, "eval", "score"), rel=1e-5
+        )

@@ -43,16 +43,23 @@ def sinter(z: Tensor, amp: float, freq: float) -> Tensor:
 
 class _Sinter(torch.autograd.Function):
     """z (1 + amp sin(f z)), keeping only z for backward (autograd would keep three tensors of
-    the layer's output size) and recomputing the sine there."""
+    the layer's output size) and recomputing the sine there. Functorch style, so packed
+    training can vmap over it."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, z: Tensor, amp: float, freq: float) -> Tensor:
-        ctx.save_for_backward(z)
-        ctx.amp, ctx.freq = amp, freq
+    def forward(z: Tensor, amp: float, freq: float) -> Tensor:
         return z + amp * torch.sin(freq * z) * z
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:  # noqa: ANN001
+        z, amp, freq = inputs
+        ctx.save_for_backward(z)
+        ctx.amp, ctx.freq = amp, freq
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: ANN001
         (z,) = ctx.saved_tensors
         fz = ctx.freq * z
         # d/dz [z + a sin(f z) z] = 1 + a (sin(f z) + f z cos(f z))

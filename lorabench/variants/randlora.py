@@ -84,10 +84,15 @@ class _ScaledBasis(torch.autograd.Function):
     """(r, n_b, d) tensor lambda[j, k] * A[j, i] * gamma[k, i], saving only its small inputs
     for backward (autograd would keep an extra (r * n_b, d) intermediate per layer)."""
 
+    generate_vmap_rule = True  # functorch style, so packed training can vmap over it
+
     @staticmethod
-    def forward(ctx, basis: Tensor, lam: Tensor, gamma: Tensor) -> Tensor:
-        ctx.save_for_backward(basis, lam, gamma)
+    def forward(basis: Tensor, lam: Tensor, gamma: Tensor) -> Tensor:
         return lam[:, :, None] * basis[:, None, :] * gamma[None, :, :]
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:  # noqa: ANN001
+        ctx.save_for_backward(*inputs)
 
     @staticmethod
     @once_differentiable
