@@ -170,3 +170,16 @@ def test_every_packable_variant_trains_in_a_pack_as_it_does_alone(variant, tmp_p
         assert curve(together, "eval", "score") == pytest.approx(
             curve(alone, "eval", "score"), rel=1e-5
         )
+
+
+def test_grad_ckpt_and_pack_together_are_refused(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from lorabench.cli import app
+
+    db = tmp_path / "x.db"
+    CliRunner().invoke(app, ["plan", "--db", str(db), "--task", "noop", "--variant", "lora",
+                             "--lr", "1e-3"])  # fmt: skip
+    result = CliRunner().invoke(app, ["work", "--db", str(db), "--pack", "2", "--grad-ckpt"])
+    assert result.exit_code == 2
+    assert "--grad-ckpt cannot be combined with --pack" in result.output

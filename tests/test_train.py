@@ -77,3 +77,19 @@ def test_non_finite_loss_fails_deterministically(tmp_path: Path, monkeypatch):
                         requires_grad=True))  # fmt: skip
     with pytest.raises(NonFiniteLoss, match=r"loss became nan at step 1 .*lr=0\.001"):
         train_job(tiny(), tmp_path)
+
+
+def test_grad_ckpt_changes_memory_not_results(tmp_path: Path):
+    from lorabench.train import DeterministicFailure
+
+    config = resolve_job({"task": "bbc-news", "variant": "lora", "lr": 1e-3, "seed": 0,
+                          "batch_size": 8, "max_length": 64, "max_steps": 3,
+                          "eval_size": 8})  # fmt: skip
+    plain = train_job(config, tmp_path / "plain")
+    recomputed = train_job(config, tmp_path / "ckpt", grad_ckpt=True)
+    losses = [[v for s, n, *_, v in r.metrics if (s, n) == ("train", "loss")]
+              for r in (plain, recomputed)]  # fmt: skip
+    assert len(losses[0]) == 3 and losses[0] == losses[1]  # dropout masks included
+    noop = resolve_job({"task": "noop", "variant": "lora", "lr": 1e-3, "seed": 0})
+    with pytest.raises(DeterministicFailure, match="does not support gradient checkpointing"):
+        train_job(noop, tmp_path / "noop", grad_ckpt=True)

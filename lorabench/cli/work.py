@@ -41,6 +41,14 @@ def work_command(
             "rate: one model, one forward pass, K optimizers (see README).",
         ),
     ] = 1,
+    grad_ckpt: Annotated[
+        bool,
+        typer.Option(
+            "--grad-ckpt",
+            help="Recompute the base model's activations in backward: less memory, same "
+            "results (Hugging Face models).",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Claim jobs one at a time, train and evaluate each, write the metrics back."""
@@ -58,6 +66,7 @@ def work_command(
             checkpoint_every=checkpoint_every,
             poll_seconds=poll_seconds,
             pack=pack,
+            grad_ckpt=grad_ckpt,
         )
     console.print(f"worker finished: {handled} job(s) handled")
 

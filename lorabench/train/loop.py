@@ -140,12 +140,17 @@ def train_job(
     on_progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_every: int = 50,
+    grad_ckpt: bool = False,
 ) -> TrainResult:
-    """Train and evaluate one job, resuming from `out_dir`'s checkpoint if there is one."""
+    """Train and evaluate one job, resuming from `out_dir`'s checkpoint if there is one.
+
+    `grad_ckpt` recomputes the base model's activations in backward (memory, not results)."""
     report = on_progress or (lambda _event: None)
     stop = should_stop or (lambda: False)
     dev = torch.device(device)
     setup = setup_job(cfg, out_dir, dev)
+    if grad_ckpt:
+        enable_grad_ckpt(setup.model)
     task, model, spec, hyper, plan = setup.task, setup.model, setup.spec, setup.hyper, setup.plan
     train_data, eval_data = setup.train_data, setup.eval_data
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -266,6 +271,20 @@ def setup_job(cfg: JobConfig, out_dir: Path, dev: torch.device) -> JobSetup:
         )
     return JobSetup(task, model, injected, spec, hyper, train_data, eval_data, plan,
                     prepare_seconds)  # fmt: skip
+
+
+def enable_grad_ckpt(model: torch.nn.Module) -> None:
+    """Hugging Face's activation checkpointing of the base model's layers; RNG state is kept, so
+    dropout masks and results are those of a run without it."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise DeterministicFailure(
+            f"--grad-ckpt: {type(model).__name__} does not support gradient checkpointing"
+        )
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # Hugging Face also hooks the embeddings to output tensors that require grad, which only
+    # reentrant checkpointing needs (and vmap, in packed training, forbids): undo it.
+    if hasattr(model, "disable_input_require_grads"):
+        model.disable_input_require_grads()
 
 
 def autocast_for(cfg: JobConfig, dev: torch.device):  # noqa: ANN201

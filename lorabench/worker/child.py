@@ -84,6 +84,7 @@ def run_child(
     out_dir: str,
     device: str,
     checkpoint_every: int,
+    grad_ckpt: bool,
     supervisor_pid: int,
     events: Any,
 ) -> None:
@@ -100,6 +101,7 @@ def run_child(
             on_progress=lambda event: events.put(("progress", event)),
             should_stop=should_stop,
             checkpoint_every=checkpoint_every,
+            grad_ckpt=grad_ckpt,
         )
         return _done(result)
 
@@ -111,11 +113,13 @@ def run_pack_child(
     out_dirs: list[str],
     device: str,
     checkpoint_every: int,
+    grad_ckpt: bool,
     supervisor_pid: int,
     events: Any,
 ) -> None:
     """Entry point for a pack (`work --pack`): progress tagged with the job's slot, then one
-    final event: ("results", one (kind, payload) per job), or one outcome for the whole pack."""
+    final event: ("results", one (kind, payload) per job), or one outcome for the whole pack.
+    `grad_ckpt` is refused with --pack (checkpoint recomputation escapes vmap)."""
     should_stop = _setup_child(supervisor_pid)
     from lorabench.config import JobConfig
     from lorabench.train.packed import train_packed

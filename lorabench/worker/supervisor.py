@@ -51,8 +51,14 @@ class WorkerSettings:
     checkpoint_every: int = 50
     stop_grace_seconds: float = 60.0
     pack: int = 1  # jobs trained together when they differ only in learning rate
+    grad_ckpt: bool = False  # recompute the base model's activations in backward (memory only)
 
     def __post_init__(self) -> None:
+        if self.grad_ckpt and self.pack > 1:
+            raise ValueError(
+                "--grad-ckpt cannot be combined with --pack yet: checkpointed layers recompute "
+                "outside the vmap that packs the jobs"
+            )
         if self.lease_seconds < 4 * self.heartbeat_seconds:
             raise ValueError(
                 f"the lease ({self.lease_seconds:g} s) must be at least 4x the heartbeat "
@@ -183,7 +189,9 @@ class Worker:
         for beat in beats:
             beat.start()
         events = self.context.Queue()
-        common = (self.settings.device, self.settings.checkpoint_every, os.getpid(), events)
+        settings = self.settings
+        common = (settings.device, settings.checkpoint_every, settings.grad_ckpt, os.getpid(),
+                  events)  # fmt: skip
         if len(claims) == 1:
             target, args = run_child, (lead.config, out_dirs[lead.job_id], *common)
         else:
