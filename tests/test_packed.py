@@ -183,3 +183,52 @@ def test_grad_ckpt_and_pack_together_are_refused(tmp_path: Path):
     result = CliRunner().invoke(app, ["work", "--db", str(db), "--pack", "2", "--grad-ckpt"])
     assert result.exit_code == 2
     assert "--grad-ckpt cannot be combined with --pack" in result.output
+
+
+@pytest.mark.slow
+def test_cancelling_one_job_of_a_running_pack_requeues_its_mates(tmp_path: Path):
+    import subprocess
+    import sys
+    import time
+
+    from typer.testing import CliRunner
+
+    from lorabench.cli import app
+
+    db = str(tmp_path / "pack.db")
+    plan = ["plan", "--db", db, "--task", "noop", "--variant", "lora", "--lr", "1e-3,1e-2,1e-1",
+            "--train-size", "64", "--set", "task_params={sleep_s=0.5}"]  # fmt: skip
+    assert CliRunner().invoke(app, plan).exit_code == 0
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "lorabench", "work", "--db", db, "--gpu", "cpu", "--pack", "3",
+         "--exit-when-empty", "--heartbeat-seconds", "0.2", "--lease-seconds", "2",
+         "--runs-dir", str(tmp_path / "runs")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    engine = open_engine(db, read_only=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with engine.connect() as conn:
+            progress = conn.execute(select(Job.progress).where(Job.id == 2)).scalar()
+        if progress and json.loads(progress).get("step", 0) >= 2:
+            break
+        time.sleep(0.2)
+    assert CliRunner().invoke(app, ["cancel", "--db", db, "--jobs", "2"]).exit_code == 0
+    output, _ = worker.communicate(timeout=120)
+    assert worker.returncode == 0, output
+    with engine.connect() as conn:
+        states = dict(conn.execute(select(Job.id, Job.state)).all())
+        outcomes = conn.execute(
+            select(Attempt.job_id, Attempt.outcome).order_by(Attempt.id)
+        ).all()  # fmt: skip
+        resumed = conn.execute(
+            select(Attempt.resumed_from_step).where(Attempt.outcome == "done")
+        ).scalars().all()  # fmt: skip
+    engine.dispose()
+    assert len(resumed) == 2 and all(step >= 2 for step in resumed)  # from their checkpoints
+    assert states == {1: "done", 2: "cancelled", 3: "done"}
+    by_job: dict[int, list[str]] = {}
+    for job_id, outcome in outcomes:
+        by_job.setdefault(job_id, []).append(outcome)
+    # The mates went back to the queue with their checkpoints and finished in a later pack.
+    assert by_job == {1: ["interrupted", "done"], 2: ["cancelled"], 3: ["interrupted", "done"]}
