@@ -11,7 +11,7 @@ The stem and depthwise convolutions stay frozen, BatchNorm included (see `Digits
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from lorabench.tasks.base import (
     TaskSettings,
     register_task,
 )
-from lorabench.tasks.vision import evaluate_classifier, fixed_subset
+from lorabench.tasks.vision import PixelClassifierSteps, fixed_subset
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -180,7 +180,7 @@ def split_indices(labels: Sequence[int]) -> tuple[list[int], list[int]]:
     return sorted(train), sorted(validation)
 
 
-class Digits:
+class Digits(PixelClassifierSteps):
     """EfficientNet-Lite0 (ImageNet weights) with a new 10-way head on sklearn's digits."""
 
     head_modules = ("classifier",)
@@ -218,15 +218,6 @@ class Digits:
             "pixel_values": preprocess(self.images[indices], self.params.image_size),
             "labels": torch.tensor([e["label"] for e in examples]),
         }
-
-    def collate_eval(self, examples: Sequence[dict[str, Any]]) -> Batch:
-        return self.collate(examples)
-
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(model(batch["pixel_values"]), batch["labels"])
-
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
-        return evaluate_classifier(model, batches)
 
 
 DIGITS = TaskInfo(

@@ -137,6 +137,20 @@ def evaluate_classifier(model: nn.Module, batches: Iterable[Batch]) -> dict[str,
     return classification_metrics(labels, predictions)
 
 
+class PixelClassifierSteps:
+    """Evaluation batches, loss and scoring of a task whose batches are pixel_values + labels
+    and whose model returns logits (the CLIP tasks and digits)."""
+
+    def collate_eval(self, examples: Sequence[dict[str, Any]]) -> Batch:
+        return self.collate(examples)
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return F.cross_entropy(model(batch["pixel_values"]), batch["labels"])
+
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+        return evaluate_classifier(model, batches)
+
+
 class ClipLinearClassifier(nn.Module):
     """CLIP's vision tower and a new linear layer on its pooled (CLS, post-LayerNorm) output."""
 
@@ -207,7 +221,7 @@ def prompt_embeddings(clip: nn.Module, tokenizer: Any, prompts: list[str], max_l
     return F.normalize(torch.cat(chunks), dim=-1) * clip.logit_scale.exp()
 
 
-class ImageClassification:
+class ImageClassification(PixelClassifierSteps):
     """One IC dataset on a CLIP vision tower; examples are row references, decoded per batch."""
 
     eval_batch_size = None
@@ -341,15 +355,6 @@ class ImageClassification:
             "pixel_values": self.pixel_values(examples),
             "labels": torch.tensor([e["label"] for e in examples]),
         }
-
-    def collate_eval(self, examples: Sequence[dict[str, Any]]) -> Batch:
-        return self.collate(examples)
-
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(model(batch["pixel_values"]), batch["labels"])
-
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
-        return evaluate_classifier(model, batches)
 
 
 def _params_cls(dataset: ImageDataset) -> type[ImageTaskParams]:
