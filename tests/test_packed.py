@@ -57,6 +57,7 @@ def test_each_packed_job_equals_its_solo_run(variant, dropout_free_minilm, tmp_p
                 curve(alone, "eval", metric), abs=1e-4
             )
         assert together.summary["pack_size"] == 2
+        assert together.summary["packed_evals"] == 1
     # The learning rates really differ: the two curves part ways.
     assert curve(packed[0])[-1] != pytest.approx(curve(packed[1])[-1], abs=1e-3)
 
@@ -170,6 +171,7 @@ def test_every_packable_variant_trains_in_a_pack_as_it_does_alone(variant, tmp_p
         assert curve(together, "eval", "score") == pytest.approx(
             curve(alone, "eval", "score"), rel=1e-5
         )
+        assert together.summary["packed_evals"] == 1  # scored in one wide pass
 
 
 def test_grad_ckpt_and_pack_together_are_refused(tmp_path: Path):

@@ -31,6 +31,7 @@ from torch.func import functional_call, vmap
 from lorabench.config import JobConfig
 from lorabench.train.checkpoint import load_checkpoint, save_checkpoint
 from lorabench.train.errors import Interrupted, NonFiniteLoss
+from lorabench.train.fanout import NotFannable, evaluate_fanned
 from lorabench.train.loop import (
     PREPARED_NAME,
     Schedule,
@@ -147,7 +148,7 @@ def train_packed(
     autocast = autocast_for(first, dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    started = time.perf_counter()
+    started, fanned_evals = time.perf_counter(), 0
     for epoch in range(plan.epochs):
         order = _epoch_order(len(train_data), first.seed, epoch)
         first_step = epoch * plan.steps_per_epoch
@@ -179,13 +180,13 @@ def train_packed(
                     and (slot.step < last_step)
                 ):
                     checkpoint(slot)
-        for slot in in_epoch:
-            if slot.error is not None:
-                continue
+        scoring = [s for s in in_epoch if s.error is None]
+        for slot in scoring:
             report(slot.index, {"phase": "eval", "epoch": epoch + 1, "epochs": plan.epochs,
                                 "step": slot.step, "total_steps": plan.total_steps})  # fmt: skip
-            _load_into(model, slot.params)
-            scores = _evaluate(slot.cfg, task, model, eval_data, dev, autocast)
+        all_scores, fanned = _evaluate_pack(first, task, model, eval_data, dev, autocast, scoring)
+        fanned_evals += fanned
+        for slot, scores in zip(scoring, all_scores, strict=True):
             slot.history.evals.append((epoch + 1, slot.step, scores))
             checkpoint(slot)
     seconds, peak = time.perf_counter() - started, _peak_memory_mb(dev)
@@ -204,7 +205,7 @@ def train_packed(
                 seconds,
                 peak,
                 slot.resumed_from,
-                {"pack_size": float(len(slots))},
+                {"pack_size": float(len(slots)), "packed_evals": float(fanned_evals)},
             )
         )
     return results
@@ -269,6 +270,28 @@ def _packed_step(cfg, task, model, live, data, order, step_in_epoch, dev, autoca
         for slot in live:
             torch.nn.utils.clip_grad_norm_(list(slot.params.values()), cfg.max_grad_norm)
     return totals
+
+
+def _evaluate_pack(cfg, task, model, data, dev, autocast, slots) -> tuple[list[dict], int]:  # noqa: ANN001
+    """Every slot's scores: in one wide pass when the evaluation allows (see fanout), else one
+    job at a time. The second value is 1 if the wide pass was used."""
+    if len(slots) > 1:
+        try:
+            scores = evaluate_fanned(model, [s.params for s in slots],
+                                     lambda stand_in: _evaluate(cfg, task, stand_in, data, dev,
+                                                                autocast))  # fmt: skip
+            return scores, 1
+        except NotFannable:
+            pass
+        except torch.OutOfMemoryError:
+            # K copies of an evaluation batch did not fit; one job's batch did in training.
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    scores = []
+    for slot in slots:
+        _load_into(model, slot.params)
+        scores.append(_evaluate(cfg, task, model, data, dev, autocast))
+    return scores, 0
 
 
 def _advance(slot: _Slot, loss: float, epoch: int, plan: Schedule, seconds: float,  # noqa: PLR0913
