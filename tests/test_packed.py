@@ -174,7 +174,7 @@ def test_every_packable_variant_trains_in_a_pack_as_it_does_alone(variant, tmp_p
         assert together.summary["packed_evals"] == 1  # scored in one wide pass
 
 
-def test_grad_ckpt_and_pack_together_are_refused(tmp_path: Path):
+def test_grad_ckpt_or_compile_with_pack_is_refused(tmp_path: Path):
     from typer.testing import CliRunner
 
     from lorabench.cli import app
@@ -182,9 +182,10 @@ def test_grad_ckpt_and_pack_together_are_refused(tmp_path: Path):
     db = tmp_path / "x.db"
     CliRunner().invoke(app, ["plan", "--db", str(db), "--task", "noop", "--variant", "lora",
                              "--lr", "1e-3"])  # fmt: skip
-    result = CliRunner().invoke(app, ["work", "--db", str(db), "--pack", "2", "--grad-ckpt"])
-    assert result.exit_code == 2
-    assert "--grad-ckpt cannot be combined with --pack" in result.output
+    for flag in ("--grad-ckpt", "--compile"):
+        result = CliRunner().invoke(app, ["work", "--db", str(db), "--pack", "2", flag])
+        assert result.exit_code == 2
+        assert f"{flag} cannot be combined with --pack" in result.output
 
 
 @pytest.mark.slow

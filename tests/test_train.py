@@ -79,6 +79,20 @@ def test_non_finite_loss_fails_deterministically(tmp_path: Path, monkeypatch):
         train_job(tiny(), tmp_path)
 
 
+def test_compile_trains_to_the_same_losses(tmp_path: Path):
+    config = resolve_job({"task": "noop", "variant": "dora", "lr": 1e-2, "seed": 0,
+                          "train_size": 48})  # fmt: skip
+    eager = train_job(config, tmp_path / "eager")
+    compiled = train_job(config, tmp_path / "compiled", compile=True)
+    losses = [[v for s, n, *_, v in r.metrics if (s, n) == ("train", "loss")]
+              for r in (eager, compiled)]  # fmt: skip
+    assert len(losses[0]) == 6
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5, abs=1e-6)
+    assert compiled.summary["compiled"] == 1 and "compiled" not in eager.summary
+    goat = resolve_job({"task": "noop", "variant": "goat", "lr": 1e-3, "seed": 0})
+    assert "compiled" not in train_job(goat, tmp_path / "goat", compile=True).summary
+
+
 def test_grad_ckpt_changes_memory_not_results(tmp_path: Path):
     from lorabench.train import DeterministicFailure
 
@@ -93,3 +107,14 @@ def test_grad_ckpt_changes_memory_not_results(tmp_path: Path):
     noop = resolve_job({"task": "noop", "variant": "lora", "lr": 1e-3, "seed": 0})
     with pytest.raises(DeterministicFailure, match="does not support gradient checkpointing"):
         train_job(noop, tmp_path / "noop", grad_ckpt=True)
+
+
+def test_work_compile_reaches_the_trainer(tmp_path: Path):
+    from helpers import only_job_metrics, plan_and_work
+
+    db = tmp_path / "compile.db"
+    plan_and_work(db, tmp_path / "runs", "--task", "noop", "--variant", "lora", "--lr", "1e-3",
+                  work_args=["--compile"])  # fmt: skip
+    summary = {name: value for split, name, _, value in only_job_metrics(str(db))
+               if split == "summary"}  # fmt: skip
+    assert summary["compiled"] == 1.0

@@ -49,6 +49,14 @@ def work_command(
             "results (Hugging Face models).",
         ),
     ] = False,
+    compile_step: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="torch.compile the training step: faster steps after a compile of tens of "
+            "seconds per job, so for long jobs (see README).",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Claim jobs one at a time, train and evaluate each, write the metrics back."""
@@ -67,6 +75,7 @@ def work_command(
             poll_seconds=poll_seconds,
             pack=pack,
             grad_ckpt=grad_ckpt,
+            compile=compile_step,
         )
     console.print(f"worker finished: {handled} job(s) handled")
 

@@ -52,7 +52,8 @@ def evaluate_fanned(
     when the evaluation cannot be fanned out.
     """
     k = len(job_params)
-    with routed(model, job_params):
+    frozen = [{n: t.detach() for n, t in params.items()} for params in job_params]
+    with routed(model, frozen):
         replay = _Replay(model, k)
         scores = []
         for job in range(k):
@@ -64,9 +65,10 @@ def evaluate_fanned(
 
 @contextlib.contextmanager
 def routed(model: nn.Module, job_params: Sequence[Mapping[str, Tensor]]) -> Iterator[None]:
-    """Within the block, `model` expects K copies of each batch, stacked along dim 0."""
+    """Within the block, `model` expects K copies of each batch, stacked along dim 0; gradients
+    flow back to each job's own tensors."""
     names = list(job_params[0])
-    stacked = {n: torch.stack([p[n].detach() for p in job_params]) for n in names}
+    stacked = {n: torch.stack([p[n] for p in job_params]) for n in names}
     units = _units(model)
     shared_prefix = SHARED_ATTR + "."
     shared = getattr(model, SHARED_ATTR, None)

@@ -141,10 +141,14 @@ def train_job(
     should_stop: Callable[[], bool] | None = None,
     checkpoint_every: int = 50,
     grad_ckpt: bool = False,
+    compile: bool = False,  # noqa: A002 (the worker flag's name)
 ) -> TrainResult:
     """Train and evaluate one job, resuming from `out_dir`'s checkpoint if there is one.
 
-    `grad_ckpt` recomputes the base model's activations in backward (memory, not results)."""
+    `grad_ckpt` recomputes the base model's activations in backward (memory, not results).
+    `compile` runs the training forward/backward through `torch.compile` (same math, other
+    rounding; dropout draws from the compiler's generator); evaluation stays eager, since
+    generation's changing shapes would recompile at every length."""
     report = on_progress or (lambda _event: None)
     stop = should_stop or (lambda: False)
     dev = torch.device(device)
@@ -152,6 +156,10 @@ def train_job(
     if grad_ckpt:
         enable_grad_ckpt(setup.model)
     task, model, spec, hyper, plan = setup.task, setup.model, setup.spec, setup.hyper, setup.plan
+    # A variant's extra loss reads what the forward pass left on its modules, which a compiled
+    # graph need not leave: such variants train eagerly.
+    compiled = compile and spec.extra_loss is None
+    step_model = torch.compile(model) if compiled else model
     train_data, eval_data = setup.train_data, setup.eval_data
     trainable = [p for p in model.parameters() if p.requires_grad]
     if spec.param_groups is not None:
@@ -189,8 +197,9 @@ def train_job(
         model.train()
         while step < last_step:
             tick = time.perf_counter()
-            loss, extra = _optimizer_step(cfg, task, model, train_data, order, step - first_step,
-                                          dev, autocast, trainable, spec, hyper)  # fmt: skip
+            loss, extra = _optimizer_step(cfg, task, step_model, train_data, order,
+                                          step - first_step, dev, autocast, trainable, spec,
+                                          hyper)  # fmt: skip
             if not math.isfinite(loss):
                 raise NonFiniteLoss(
                     f"training loss became {loss} at step {step + 1} (epoch {epoch + 1}) with "
@@ -220,7 +229,8 @@ def train_job(
         history.evals.append((epoch + 1, step, scores))
         checkpoint_now()
     return final_result(setup, cfg, history, step_seconds, time.perf_counter() - started,
-                        _peak_memory_mb(dev), resumed_from)  # fmt: skip
+                        _peak_memory_mb(dev), resumed_from,
+                        {"compiled": 1.0} if compiled else None)  # fmt: skip
 
 
 def checkpoint_state(cfg: JobConfig, step: int, adapter: dict[str, torch.Tensor],  # noqa: PLR0913

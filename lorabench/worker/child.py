@@ -83,12 +83,13 @@ def run_child(
     config: dict[str, Any],
     out_dir: str,
     device: str,
-    checkpoint_every: int,
-    grad_ckpt: bool,
+    options: dict[str, Any],
     supervisor_pid: int,
     events: Any,
 ) -> None:
-    """Entry point of the training process: sends progress, then exactly one final event."""
+    """Entry point of the training process: sends progress, then exactly one final event.
+    `options` are `train_job`'s keyword arguments for how to run (checkpoint_every, grad_ckpt,
+    compile)."""
     should_stop = _setup_child(supervisor_pid)
     from lorabench.config import JobConfig
     from lorabench.train import train_job
@@ -100,8 +101,7 @@ def run_child(
             device=device,
             on_progress=lambda event: events.put(("progress", event)),
             should_stop=should_stop,
-            checkpoint_every=checkpoint_every,
-            grad_ckpt=grad_ckpt,
+            **options,
         )
         return _done(result)
 
@@ -112,14 +112,13 @@ def run_pack_child(
     configs: list[dict[str, Any]],
     out_dirs: list[str],
     device: str,
-    checkpoint_every: int,
-    grad_ckpt: bool,
+    options: dict[str, Any],
     supervisor_pid: int,
     events: Any,
 ) -> None:
     """Entry point for a pack (`work --pack`): progress tagged with the job's slot, then one
     final event: ("results", one (kind, payload) per job), or one outcome for the whole pack.
-    `grad_ckpt` is refused with --pack (checkpoint recomputation escapes vmap)."""
+    Of `options` only checkpoint_every applies: the worker refuses the others with --pack."""
     should_stop = _setup_child(supervisor_pid)
     from lorabench.config import JobConfig
     from lorabench.train.packed import train_packed
@@ -131,7 +130,7 @@ def run_pack_child(
             device=device,
             on_progress=lambda slot, event: events.put(("progress", {**event, "slot": slot})),
             should_stop=should_stop,
-            checkpoint_every=checkpoint_every,
+            checkpoint_every=options["checkpoint_every"],
         )
         outcomes = [_failure(r) if isinstance(r, BaseException) else _done(r) for r in results]
         return "results", {"outcomes": outcomes}

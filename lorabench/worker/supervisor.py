@@ -52,12 +52,18 @@ class WorkerSettings:
     stop_grace_seconds: float = 60.0
     pack: int = 1  # jobs trained together when they differ only in learning rate
     grad_ckpt: bool = False  # recompute the base model's activations in backward (memory only)
+    compile: bool = False  # torch.compile the training step (speed only)
 
     def __post_init__(self) -> None:
         if self.grad_ckpt and self.pack > 1:
             raise ValueError(
                 "--grad-ckpt cannot be combined with --pack yet: checkpointed layers recompute "
                 "outside the vmap that packs the jobs"
+            )
+        if self.compile and self.pack > 1:
+            raise ValueError(
+                "--compile cannot be combined with --pack yet: the packed step (vmap over the "
+                "jobs' tensors) is not compiled"
             )
         if self.lease_seconds < 4 * self.heartbeat_seconds:
             raise ValueError(
@@ -190,8 +196,9 @@ class Worker:
             beat.start()
         events = self.context.Queue()
         settings = self.settings
-        common = (settings.device, settings.checkpoint_every, settings.grad_ckpt, os.getpid(),
-                  events)  # fmt: skip
+        options = {"checkpoint_every": settings.checkpoint_every,
+                   "grad_ckpt": settings.grad_ckpt, "compile": settings.compile}  # fmt: skip
+        common = (settings.device, options, os.getpid(), events)
         if len(claims) == 1:
             target, args = run_child, (lead.config, out_dirs[lead.job_id], *common)
         else:
