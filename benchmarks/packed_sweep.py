@@ -4,7 +4,9 @@ One-at-a-time is what a worker does per job in its trainer process (build the mo
 data, train, evaluate); packed trains the 8 jobs in one `train_packed` call (`work --pack 8`).
 Both run in this process, one after the other, on the same machine and settings.
 
-    python benchmarks/packed_sweep.py [--setting encoder,smollm2] [--device cpu] [--json]
+    python benchmarks/packed_sweep.py [--setting encoder,smollm2,eval-only] [--device cpu] [--json]
+
+Packed jobs are also scored together (`train.fanout`): "eval-only" times that part alone.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import os
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -69,13 +73,65 @@ def measure(setting: str, device: str) -> dict:
     }
 
 
+def measure_evaluation(device: str, new_tokens: int = 48, eval_batch: int = 8) -> dict:
+    """Evaluation alone: 8 LoRA adapters (SmolLM2, every linear layer) each answer the same 8
+    GSM8K problems greedily, one adapter at a time vs one fanned-out pass (`train.fanout`)."""
+    from lorabench.config import resolve_job
+    from lorabench.tasks.generation import generate
+    from lorabench.train.fanout import evaluate_fanned
+    from lorabench.train.loop import build_model
+
+    config = resolve_job({"task": "gsm8k-mini", "variant": "lora", "lr": 1e-3, "seed": 0,
+                          "eval_size": eval_batch})  # fmt: skip
+    task, model, _ = build_model(config)
+    model.to(device)
+    prompts = [r["prompt"] for r in task._eval_set()]
+    generator = torch.Generator().manual_seed(0)
+    jobs = [
+        {n: p.detach() + 0.02 * torch.randn(p.shape, generator=generator).to(p)
+         for n, p in model.named_parameters() if p.requires_grad}
+        for _ in LRS
+    ]  # fmt: skip
+
+    def answer(stand_in) -> list[str]:  # noqa: ANN001
+        return generate(stand_in, task.tokenizer, prompts, max_new_tokens=new_tokens,
+                        batch_size=eval_batch)  # fmt: skip
+
+    started = time.perf_counter()
+    alone = []
+    for tensors in jobs:
+        own = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in tensors.items():
+                own[name].copy_(tensor)
+        alone.append(answer(model))
+    solo = time.perf_counter() - started
+    started = time.perf_counter()
+    fanned = evaluate_fanned(model, jobs, answer)
+    packed = time.perf_counter() - started
+    return {
+        "setting": f"eval-only ({len(prompts)} problems, {new_tokens} tokens)",
+        "device": device,
+        "jobs": len(jobs),
+        "solo_seconds": solo,
+        "packed_seconds": packed,
+        "solo_jobs_per_hour": len(jobs) / solo * 3600,
+        "packed_jobs_per_hour": len(jobs) / packed * 3600,
+        "speedup": solo / packed,
+        "failed_in_pack": [] if fanned == alone else ["fanned text differs from one at a time"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setting", default="encoder,encoder-bs2,smollm2")
+    parser.add_argument("--setting", default="encoder,encoder-bs2,smollm2,smollm2-eval,eval-only")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results = [measure(s, args.device) for s in args.setting.split(",")]
+    results = [
+        measure_evaluation(args.device) if s == "eval-only" else measure(s, args.device)
+        for s in args.setting.split(",")
+    ]
     if args.json:
         print(json.dumps(results))
         return

@@ -174,7 +174,7 @@ def test_every_packable_variant_trains_in_a_pack_as_it_does_alone(variant, tmp_p
         assert together.summary["packed_evals"] == 1  # scored in one wide pass
 
 
-def test_grad_ckpt_or_compile_with_pack_is_refused(tmp_path: Path):
+def test_grad_ckpt_and_pack_together_are_refused(tmp_path: Path):
     from typer.testing import CliRunner
 
     from lorabench.cli import app
@@ -182,10 +182,21 @@ def test_grad_ckpt_or_compile_with_pack_is_refused(tmp_path: Path):
     db = tmp_path / "x.db"
     CliRunner().invoke(app, ["plan", "--db", str(db), "--task", "noop", "--variant", "lora",
                              "--lr", "1e-3"])  # fmt: skip
-    for flag in ("--grad-ckpt", "--compile"):
-        result = CliRunner().invoke(app, ["work", "--db", str(db), "--pack", "2", flag])
-        assert result.exit_code == 2
-        assert f"{flag} cannot be combined with --pack" in result.output
+    result = CliRunner().invoke(app, ["work", "--db", str(db), "--pack", "2", "--grad-ckpt"])
+    assert result.exit_code == 2
+    assert "--grad-ckpt cannot be combined with --pack" in result.output
+
+
+def test_a_compiled_pack_trains_as_the_eager_pack(tmp_path: Path):
+    shared = {"task": "noop", "variant": "dora", "seed": 5, "train_size": 48}
+    configs = [resolve_job({**shared, "lr": lr}) for lr in (1e-3, 1e-2)]
+    eager = train_packed(configs, [tmp_path / "e0", tmp_path / "e1"])
+    compiled = train_packed(configs, [tmp_path / "c0", tmp_path / "c1"], compile=True)
+    for plain, fused in zip(eager, compiled, strict=True):
+        assert len(curve(plain)) == 6
+        assert curve(fused) == pytest.approx(curve(plain), rel=1e-5, abs=1e-6)
+        assert curve(fused, "eval", "score") == pytest.approx(curve(plain, "eval", "score"))
+        assert fused.summary["compiled"] == 1 and "compiled" not in plain.summary
 
 
 @pytest.mark.slow

@@ -109,7 +109,7 @@ def test_grad_ckpt_changes_memory_not_results(tmp_path: Path):
         train_job(noop, tmp_path / "noop", grad_ckpt=True)
 
 
-def test_work_compile_reaches_the_trainer(tmp_path: Path):
+def test_work_compile_reaches_the_trainer_alone_and_packed(tmp_path: Path):
     from helpers import only_job_metrics, plan_and_work
 
     db = tmp_path / "compile.db"
@@ -118,3 +118,17 @@ def test_work_compile_reaches_the_trainer(tmp_path: Path):
     summary = {name: value for split, name, _, value in only_job_metrics(str(db))
                if split == "summary"}  # fmt: skip
     assert summary["compiled"] == 1.0
+    packed = tmp_path / "packed.db"
+    plan_and_work(packed, tmp_path / "runs", "--task", "noop", "--variant", "lora", "--lr",
+                  "1e-3,1e-2", work_args=["--compile", "--pack", "2"])  # fmt: skip
+    from sqlalchemy import select
+
+    from lorabench.store import open_engine
+    from lorabench.store.models import Metric
+
+    engine = open_engine(str(packed), read_only=True)
+    with engine.connect() as conn:
+        rows = conn.execute(select(Metric.name, Metric.value).where(Metric.split == "summary"))
+        values = sorted((name, value) for name, value in rows if name in ("compiled", "pack_size"))
+    engine.dispose()
+    assert values == [("compiled", 1.0)] * 2 + [("pack_size", 2.0)] * 2

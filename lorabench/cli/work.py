@@ -53,8 +53,8 @@ def work_command(
         bool,
         typer.Option(
             "--compile",
-            help="torch.compile the training step: faster steps after a compile of tens of "
-            "seconds per job, so for long jobs (see README).",
+            help="torch.compile the training step (packed or not): faster steps after a "
+            "compile of tens of seconds per job, so for long jobs (see README).",
         ),
     ] = False,
     db: DbOption = None,

@@ -8,6 +8,9 @@ instead of K small ones) and the adapters' become batched matmuls. Autograd then
 job exactly the gradient of its own loss. Each job keeps its own leaves, AdamW, scheduler,
 history, checkpoint and failure: a NaN in one job fails that job and the others go on.
 
+Evaluation is packed as well, by routing the adapter layers over a K-times-wider batch
+(`fanout`), since generation cannot run under vmap.
+
 Exactness: a packed job takes the same steps as its solo run (same initialisation, data order
 and batches; fp32 losses equal to rounding). Random draws inside the forward pass (dropout) are
 the exception: vmap draws each job's masks independently, so with dropout a packed job sees
@@ -122,8 +125,10 @@ def train_packed(
     on_progress: PackProgress | None = None,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_every: int = 50,
+    compile: bool = False,  # noqa: A002 (the worker flag's name)
 ) -> list[TrainResult | BaseException]:
-    """Train the jobs together; each gets its solo run's result, or the error that ended it."""
+    """Train the jobs together; each gets its solo run's result, or the error that ended it.
+    `compile` runs the packed step through `torch.compile` (as `train_job`'s)."""
     check_packable(cfgs)
     report = on_progress or (lambda _k, _event: None)
     stop = should_stop or (lambda: False)
@@ -145,6 +150,13 @@ def train_packed(
                                  slot.scheduler, slot.history)  # fmt: skip
         save_checkpoint(slot.out_dir, state)
 
+    def job_loss(params: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return task.loss(_Bound(model, params), batch)
+
+    packed_loss = vmap(job_loss, in_dims=(0, None), randomness="different")
+    if compile:
+        # Fuses what vmap leaves as separate passes over K-times-larger activations.
+        packed_loss = torch.compile(packed_loss)
     autocast = autocast_for(first, dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -163,8 +175,8 @@ def train_packed(
             step = min(s.step for s in waiting)
             live = [s for s in waiting if s.step == step]
             tick = time.perf_counter()
-            losses = _packed_step(first, task, model, live, train_data, order, step - first_step,
-                                  dev, autocast)  # fmt: skip
+            losses = _packed_step(first, task, packed_loss, live, train_data, order,
+                                  step - first_step, dev, autocast)  # fmt: skip
             seconds = time.perf_counter() - tick
             for slot, loss in zip(live, losses, strict=True):
                 _advance(slot, loss, epoch, plan, seconds, report)
@@ -205,7 +217,11 @@ def train_packed(
                 seconds,
                 peak,
                 slot.resumed_from,
-                {"pack_size": float(len(slots)), "packed_evals": float(fanned_evals)},
+                {
+                    "pack_size": float(len(slots)),
+                    "packed_evals": float(fanned_evals),
+                    **({"compiled": 1.0} if compile else {}),
+                },
             )
         )
     return results
@@ -246,16 +262,13 @@ def _slot(k, cfg, out_dir, model, initial, spec, hyper, plan) -> _Slot:  # noqa:
     return slot
 
 
-def _packed_step(cfg, task, model, live, data, order, step_in_epoch, dev, autocast) -> list[float]:  # noqa: ANN001
+def _packed_step(
+    cfg, task, packed_loss, live, data, order, step_in_epoch, dev, autocast
+) -> list[float]:  # noqa: ANN001, E501
     """Forward/backward of one optimizer step for every live job; returns their mean losses."""
     start = step_in_epoch * cfg.grad_accum * cfg.batch_size
     stop = min(start + cfg.grad_accum * cfg.batch_size, len(order))
     n_examples = stop - start
-
-    def job_loss(params: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return task.loss(_Bound(model, params), batch)
-
-    packed_loss = vmap(job_loss, in_dims=(0, None), randomness="different")
     totals = [0.0] * len(live)
     for offset in range(start, stop, cfg.batch_size):
         indices = order[offset : min(offset + cfg.batch_size, stop)]

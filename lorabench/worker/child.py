@@ -118,7 +118,7 @@ def run_pack_child(
 ) -> None:
     """Entry point for a pack (`work --pack`): progress tagged with the job's slot, then one
     final event: ("results", one (kind, payload) per job), or one outcome for the whole pack.
-    Of `options` only checkpoint_every applies: the worker refuses the others with --pack."""
+    `options` as for `run_child`; the worker refuses grad_ckpt with --pack."""
     should_stop = _setup_child(supervisor_pid)
     from lorabench.config import JobConfig
     from lorabench.train.packed import train_packed
@@ -131,6 +131,7 @@ def run_pack_child(
             on_progress=lambda slot, event: events.put(("progress", {**event, "slot": slot})),
             should_stop=should_stop,
             checkpoint_every=options["checkpoint_every"],
+            compile=options["compile"],
         )
         outcomes = [_failure(r) if isinstance(r, BaseException) else _done(r) for r in results]
         return "results", {"outcomes": outcomes}

@@ -60,11 +60,6 @@ class WorkerSettings:
                 "--grad-ckpt cannot be combined with --pack yet: checkpointed layers recompute "
                 "outside the vmap that packs the jobs"
             )
-        if self.compile and self.pack > 1:
-            raise ValueError(
-                "--compile cannot be combined with --pack yet: the packed step (vmap over the "
-                "jobs' tensors) is not compiled"
-            )
         if self.lease_seconds < 4 * self.heartbeat_seconds:
             raise ValueError(
                 f"the lease ({self.lease_seconds:g} s) must be at least 4x the heartbeat "
