@@ -6,7 +6,7 @@ and (b) as one packed step (vmap over the K jobs' stacked adapters, as `train_pa
 each eager and compiled. Dropout is off so that every mode computes the same thing. Prints the
 compile time (first call) and the median time of the rest.
 
-    python benchmarks/compile_step.py [--setting encoder|smollm2] [--pack 8] [--steps 4]
+    python benchmarks/compile_step.py [--setting encoder|smollm2] [--pack 8] [--steps 4] [--profile]
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ def main() -> None:
     parser.add_argument("--pack", type=int, default=8)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print torch.profiler's top operators of the eager modes",
+    )
     args = parser.parse_args()
     config = resolve_job({**SETTINGS[args.setting], "variant": args.variant, "lr": 1e-4,
                           "seed": 0})  # fmt: skip
@@ -96,6 +101,14 @@ def main() -> None:
     for label, run in modes.items():
         first, medians[label] = timed(run)
         print(f"| {label} | {first:.1f} | {medians[label]:.2f} |")
+    if args.profile:
+        from torch.profiler import profile
+
+        for label in ("one at a time, eager", "packed, eager"):
+            with profile() as profiler:
+                modes[label]()
+            print(label)
+            print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
     base = medians["one at a time, eager"]
     print("speed vs one at a time, eager: " + ", ".join(
         f"{label} {base / value:.2f}x" for label, value in medians.items()))  # fmt: skip
