@@ -60,14 +60,19 @@ def measure(setting: str, device: str) -> dict:
                                device=device)  # fmt: skip
         packed = time.perf_counter() - started
     failed = [str(r) for r in results if isinstance(r, BaseException)]
+    return _row(setting, device, len(configs), solo, packed, failed)
+
+
+def _row(setting: str, device: str, jobs: int, solo: float, packed: float,
+         failed: list[str]) -> dict:  # fmt: skip
     return {
         "setting": setting,
         "device": device,
-        "jobs": len(configs),
+        "jobs": jobs,
         "solo_seconds": solo,
         "packed_seconds": packed,
-        "solo_jobs_per_hour": len(configs) / solo * 3600,
-        "packed_jobs_per_hour": len(configs) / packed * 3600,
+        "solo_jobs_per_hour": jobs / solo * 3600,
+        "packed_jobs_per_hour": jobs / packed * 3600,
         "speedup": solo / packed,
         "failed_in_pack": failed,
     }
@@ -80,6 +85,7 @@ def measure_evaluation(device: str, new_tokens: int = 48, eval_batch: int = 8) -
     from lorabench.tasks.generation import generate
     from lorabench.train.fanout import evaluate_fanned
     from lorabench.train.loop import build_model
+    from lorabench.train.packed import _load_into
 
     config = resolve_job({"task": "gsm8k-mini", "variant": "lora", "lr": 1e-3, "seed": 0,
                           "eval_size": eval_batch})  # fmt: skip
@@ -100,26 +106,15 @@ def measure_evaluation(device: str, new_tokens: int = 48, eval_batch: int = 8) -
     started = time.perf_counter()
     alone = []
     for tensors in jobs:
-        own = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, tensor in tensors.items():
-                own[name].copy_(tensor)
+        _load_into(model, tensors)
         alone.append(answer(model))
     solo = time.perf_counter() - started
     started = time.perf_counter()
     fanned = evaluate_fanned(model, jobs, answer)
     packed = time.perf_counter() - started
-    return {
-        "setting": f"eval-only ({len(prompts)} problems, {new_tokens} tokens)",
-        "device": device,
-        "jobs": len(jobs),
-        "solo_seconds": solo,
-        "packed_seconds": packed,
-        "solo_jobs_per_hour": len(jobs) / solo * 3600,
-        "packed_jobs_per_hour": len(jobs) / packed * 3600,
-        "speedup": solo / packed,
-        "failed_in_pack": [] if fanned == alone else ["fanned text differs from one at a time"],
-    }
+    differs = [] if fanned == alone else ["fanned text differs from one at a time"]
+    setting = f"eval-only ({len(prompts)} problems, {new_tokens} tokens)"
+    return _row(setting, device, len(jobs), solo, packed, differs)
 
 
 def main() -> None:

@@ -264,7 +264,7 @@ def _slot(k, cfg, out_dir, model, initial, spec, hyper, plan) -> _Slot:  # noqa:
 
 def _packed_step(
     cfg, task, packed_loss, live, data, order, step_in_epoch, dev, autocast
-) -> list[float]:  # noqa: ANN001, E501
+) -> list[float]:  # noqa: ANN001
     """Forward/backward of one optimizer step for every live job; returns their mean losses."""
     start = step_in_epoch * cfg.grad_accum * cfg.batch_size
     stop = min(start + cfg.grad_accum * cfg.batch_size, len(order))
