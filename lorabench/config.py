@@ -108,7 +108,7 @@ def _normalise(value: Any) -> Any:
 
 
 JOB_FIELDS: tuple[str, ...] = tuple(JobConfig.model_fields)
-SWEEP_META_FIELDS = ("name", "description", "max_attempts", "priority")
+SWEEP_META_FIELDS = ("name", "description", "max_attempts", "priority", "pack")
 # Fields whose single value is itself a list or table: a list of those is a sweep axis.
 _COMPOUND_FIELDS: dict[str, tuple[type, ...]] = {
     "targets": (list, tuple),
@@ -126,6 +126,9 @@ class SweepSpec(BaseModel):
     description: str = ""
     max_attempts: int = Field(3, gt=0)
     priority: int = 0
+    # Jobs of this sweep a worker trains together when they differ only in learning rate
+    # (`work --pack` overrides it); how to run, so not part of any job's config or hash.
+    pack: int = Field(1, gt=0)
     axes: dict[str, tuple[Any, ...]]
 
     @classmethod
@@ -159,6 +162,7 @@ class SweepSpec(BaseModel):
             "description": self.description,
             "max_attempts": self.max_attempts,
             "priority": self.priority,
+            "pack": self.pack,
             **{k: list(v) for k, v in self.axes.items()},
         }
         merged.update(values)

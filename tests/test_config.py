@@ -143,3 +143,16 @@ def test_empty_task_params_leave_the_canonical_json_as_before():
 def test_unknown_task_params_are_refused_at_plan_time():
     with pytest.raises(ConfigError, match="task 'bbc-news': unknown parameter 'data'"):
         resolve_job({"task": "bbc-news", "variant": "lora", "lr": 1e-3, "task_params": {"data": 1}})
+
+
+def test_pack_is_a_sweep_setting_outside_every_job(tmp_path: Path):
+    path = tmp_path / "lr.toml"
+    path.write_text('task = "noop"\nvariant = "lora"\nlr = [1e-4, 1e-3]\npack = 2\n')
+    spec = SweepSpec.from_toml(path)
+    assert spec.pack == 2 and spec.override({"seed": [1]}).pack == 2
+    assert spec.override({"pack": 4}).pack == 4
+    unpacked = SweepSpec.from_mapping({"task": "noop", "variant": "lora", "lr": [1e-4, 1e-3]})
+    assert unpacked.pack == 1
+    assert [j.config_hash for j in spec.expand()] == [j.config_hash for j in unpacked.expand()]
+    with pytest.raises(ConfigError, match="pack"):
+        SweepSpec.from_mapping({"task": "noop", "variant": "lora", "lr": 1e-3, "pack": 0})

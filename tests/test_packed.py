@@ -246,3 +246,19 @@ def test_cancelling_one_job_of_a_running_pack_requeues_its_mates(tmp_path: Path)
         by_job.setdefault(job_id, []).append(outcome)
     # The mates went back to the queue with their checkpoints and finished in a later pack.
     assert by_job == {1: ["interrupted", "done"], 2: ["cancelled"], 3: ["interrupted", "done"]}
+
+
+def test_a_sweep_planned_with_pack_is_packed_by_a_plain_worker(tmp_path: Path):
+    sweep = ["--task", "noop", "--variant", "lora", "--lr", "1e-4,1e-3,1e-2", "--pack", "2"]
+
+    def pack_sizes(db: Path) -> list[float]:
+        engine = open_engine(str(db), read_only=True)
+        with engine.connect() as conn:
+            sizes = conn.execute(select(Metric.value).where(Metric.name == "pack_size")).all()
+        engine.dispose()
+        return sorted(v for (v,) in sizes)
+
+    plan_and_work(tmp_path / "sweep.db", tmp_path / "runs", *sweep)
+    assert pack_sizes(tmp_path / "sweep.db") == [2.0, 2.0]  # a pack of 2, then one job alone
+    plan_and_work(tmp_path / "told.db", tmp_path / "runs-told", *sweep, work_args=["--pack", "1"])
+    assert pack_sizes(tmp_path / "told.db") == []

@@ -238,3 +238,24 @@ def test_claim_pack_takes_jobs_that_differ_only_in_learning_rate(engine):
             5,
             6,
         ]
+
+
+def test_claim_pack_takes_the_sweeps_own_pack_unless_told(engine):
+    import json
+
+    from lorabench.store.queue import sweep_pack
+
+    lrs = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+    packed = [resolve_job({"task": "noop", "variant": "lora", "lr": lr, "seed": 0}) for lr in lrs]
+    plain = [resolve_job({"task": "noop", "variant": "lora", "lr": lr, "seed": 1}) for lr in lrs]
+    enqueue(engine, "packed", packed, spec_json=json.dumps({"pack": 3, "axes": {}}))
+    enqueue(engine, "plain", plain, spec_json=json.dumps({"axes": {}}))
+    worker = register_worker(engine, "cpu")
+    sizes = [len(claim_pack(engine, worker, size=None, lease_seconds=60, sweep="packed"))
+             for _ in range(3)]  # fmt: skip
+    assert sizes == [3, 2, 0]
+    assert len(claim_pack(engine, worker, size=None, lease_seconds=60, sweep="plain")) == 1
+    assert len(claim_pack(engine, worker, size=4, lease_seconds=60, sweep="plain", most=2)) == 2
+    assert len(claim_pack(engine, worker, size=8, lease_seconds=60, sweep="plain")) == 2
+    assert sweep_pack(json.dumps({"preset": "p", "sweeps": [{"pack": 4}, {"pack": 4}]})) == 4
+    assert sweep_pack("{}") == 1

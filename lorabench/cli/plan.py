@@ -101,6 +101,13 @@ def plan_command(
     ] = None,
     max_attempts: Annotated[int | None, typer.Option(help="Tries per job (default 3).")] = None,
     priority: Annotated[int | None, typer.Option(help="Lower runs first (default 0).")] = None,
+    pack: Annotated[
+        int | None,
+        typer.Option(
+            help="Workers train up to K of these jobs together when they differ only "
+            "in learning rate (default 1; `work --pack` overrides)."
+        ),
+    ] = None,  # fmt: skip
     dry_run: Annotated[bool, typer.Option(help="Validate and count; write nothing.")] = False,
     db: DbOption = None,
 ) -> None:
@@ -114,7 +121,9 @@ def plan_command(
     }  # fmt: skip
     with user_errors():
         overrides = collect_overrides(flags, targets, set_ or [])
-        for key, value in (("name", name), ("max_attempts", max_attempts), ("priority", priority)):
+        meta = (("name", name), ("max_attempts", max_attempts), ("priority", priority),
+                ("pack", pack))  # fmt: skip
+        for key, value in meta:
             if value is not None:
                 overrides[key] = value
         result = plan(sweep_file, overrides, db=db, dry_run=dry_run, preset=preset)

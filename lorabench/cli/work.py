@@ -34,13 +34,14 @@ def work_command(
     ] = 50,
     poll_seconds: Annotated[float, typer.Option(min=0.1, help="Wait between empty polls.")] = 5.0,
     pack: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
             help="Train up to K jobs of a sweep together when they differ only in learning "
-            "rate: one model, one forward pass, K optimizers (see README).",
+            "rate: one model, one forward pass, K optimizers (see README). Default: the "
+            "sweep's own `pack` (plan --pack), else 1.",
         ),
-    ] = 1,
+    ] = None,
     grad_ckpt: Annotated[
         bool,
         typer.Option(

@@ -277,22 +277,31 @@ def claim_pack(
     engine: Engine,
     worker_id: int,
     *,
-    size: int,
+    size: int | None,
     lease_seconds: float,
     sweep: str | None = None,
     now: float | None = None,
     packable: Callable[[dict[str, Any]], bool] = lambda _config: True,
+    most: int | None = None,
 ) -> list[ClaimedJob]:
     """The next claimable job plus, if `packable(its config)`, up to size - 1 claimable jobs of
     its sweep that differ from it only in learning rate (`pack_key`), each with its own lease
-    and attempt."""
+    and attempt. `size` None: the job's sweep decides (its `pack` field); `most` caps either."""
     first = claim(engine, worker_id, lease_seconds=lease_seconds, sweep=sweep, now=now)
-    if first is None or size <= 1 or not packable(first.config):
-        return [] if first is None else [first]
-    key, pack = pack_key(first.config), [first]
+    if first is None:
+        return []
     with engine.begin() as conn:
+        sweep_id, spec = conn.execute(
+            select(Job.sweep_id, Sweep.spec)
+            .join(Sweep, Sweep.id == Job.sweep_id)
+            .where(Job.id == first.job_id)
+        ).one()
+        size = sweep_pack(spec) if size is None else size
+        size = size if most is None else min(size, most)
+        if size <= 1 or not packable(first.config):
+            return [first]
+        key, pack = pack_key(first.config), [first]
         now = _clock(conn, now)
-        sweep_id = conn.execute(select(Job.sweep_id).where(Job.id == first.job_id)).scalar_one()
         same_sweep = and_(_claimable(now, None), Job.sweep_id == sweep_id, Job.id != first.job_id)
         ids = [row.id for row in conn.execute(_candidates(conn, same_sweep, PACK_SCAN_LIMIT))]
         configs = conn.execute(select(Job.id, Job.config).where(Job.id.in_(ids))).all()
@@ -304,6 +313,13 @@ def claim_pack(
             if taken is not None:
                 pack.append(taken)
     return pack
+
+
+def sweep_pack(spec_json: str) -> int:
+    """The `pack` a sweep was planned with (1 if none); a preset's parts share their flags."""
+    data = json.loads(spec_json or "{}")
+    first = data["sweeps"][0] if data.get("sweeps") else data
+    return int(first.get("pack", 1))
 
 
 def orphaned_jobs(engine: Engine, *, sweep: str | None = None, now: float | None = None) -> int:

@@ -50,12 +50,12 @@ class WorkerSettings:
     poll_seconds: float = 5.0
     checkpoint_every: int = 50
     stop_grace_seconds: float = 60.0
-    pack: int = 1  # jobs trained together when they differ only in learning rate
+    pack: int | None = None  # jobs trained together (differing only in lr); None: the sweep's
     grad_ckpt: bool = False  # recompute the base model's activations in backward (memory only)
     compile: bool = False  # torch.compile the training step (speed only)
 
     def __post_init__(self) -> None:
-        if self.grad_ckpt and self.pack > 1:
+        if self.grad_ckpt and (self.pack or 1) > 1:
             raise ValueError(
                 "--grad-ckpt cannot be combined with --pack yet: checkpointed layers recompute "
                 "outside the vmap that packs the jobs"
@@ -110,8 +110,9 @@ class Worker:
                 if self.settings.max_jobs is not None and self.completed >= self.settings.max_jobs:
                     break
                 size = self.settings.pack
-                if self.settings.max_jobs is not None:
-                    size = min(size, self.settings.max_jobs - self.completed)
+                if size is None and self.settings.grad_ckpt:
+                    size = 1  # the worker's --grad-ckpt wins over a sweep's pack
+                most = self.settings.max_jobs
                 claimed = self.through_outages(
                     claim_pack,
                     self.worker_id,
@@ -119,6 +120,7 @@ class Worker:
                     lease_seconds=self.settings.lease_seconds,
                     sweep=self.settings.sweep,
                     packable=self._packable,
+                    most=None if most is None else most - self.completed,
                 )
                 if not claimed:
                     # A dead worker's job becomes claimable when its lease runs out: wait for it.
