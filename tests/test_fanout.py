@@ -15,6 +15,7 @@ from lorabench.tasks.generation import generate
 from lorabench.tasks.models import SMOLLM2, resolve_model
 from lorabench.train import train_job
 from lorabench.train.fanout import NotFannable, evaluate_fanned, routed
+from lorabench.train.packed import _load_into as load
 from lorabench.train.packed import train_packed
 from lorabench.variants import inject
 
@@ -30,13 +31,6 @@ def job_tensors(model: nn.Module, seeds: list[int]) -> list[dict[str, torch.Tens
             randomise(copy_, seed=seed, scale=0.05)
         jobs.append({n: p.detach().clone() for n, p in copy_.named_parameters() if p.requires_grad})
     return jobs
-
-
-@torch.no_grad()
-def load(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    own = dict(model.named_parameters())
-    for name, tensor in tensors.items():
-        own[name].copy_(tensor)
 
 
 @pytest.fixture(scope="module")
