@@ -243,6 +243,7 @@ def test_claim_pack_takes_jobs_that_differ_only_in_learning_rate(engine):
 def test_claim_pack_takes_the_sweeps_own_pack_unless_told(engine):
     import json
 
+    from lorabench.cli.presets import load_preset, plan_preset
     from lorabench.store.queue import sweep_pack
 
     lrs = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
@@ -257,5 +258,6 @@ def test_claim_pack_takes_the_sweeps_own_pack_unless_told(engine):
     assert len(claim_pack(engine, worker, size=None, lease_seconds=60, sweep="plain")) == 1
     assert len(claim_pack(engine, worker, size=4, lease_seconds=60, sweep="plain", most=2)) == 2
     assert len(claim_pack(engine, worker, size=8, lease_seconds=60, sweep="plain")) == 2
-    assert sweep_pack(json.dumps({"preset": "p", "sweeps": [{"pack": 4}, {"pack": 4}]})) == 4
+    planned = plan_preset(load_preset("paper-glue"), {"pack": 4})
+    assert sweep_pack(planned.spec_json()) == 4  # a preset's parts share the flag
     assert sweep_pack("{}") == 1

@@ -316,10 +316,8 @@ def claim_pack(
 
 
 def sweep_pack(spec_json: str) -> int:
-    """The `pack` a sweep was planned with (1 if none); a preset's parts share their flags."""
-    data = json.loads(spec_json or "{}")
-    first = data["sweeps"][0] if data.get("sweeps") else data
-    return int(first.get("pack", 1))
+    """The `pack` a sweep was planned with: the top-level key of its stored spec (1 if none)."""
+    return int(json.loads(spec_json or "{}").get("pack", 1))
 
 
 def orphaned_jobs(engine: Engine, *, sweep: str | None = None, now: float | None = None) -> int:
