@@ -136,7 +136,9 @@ def test_random_kill_9_of_workers_loses_nothing_and_reclaims_within_two_leases(
         time.sleep(6)  # the workers' imports
         for _ in range(8):
             time.sleep(rng.uniform(0.5, 1.5))
-            held = _pids_running(queue)
+            # A worker killed earlier still holds its job until the lease runs out: skip it.
+            alive = {w.pid for w in workers}
+            held = {pid: jobs for pid, jobs in _pids_running(queue).items() if pid in alive}
             if not held:
                 continue
             pid = rng.choice(sorted(held))
