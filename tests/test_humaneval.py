@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers import plan_and_work
+from sandbox_helpers import require_strong
 from sqlalchemy import select
 
 from lorabench.tasks import InvalidTaskParams, TaskSettings, build_task, build_task_params
@@ -72,6 +73,7 @@ def test_problems_from_a_local_file_and_missing_fields(tmp_path):
 
 @pytest.mark.slow
 def test_canonical_solutions_pass_and_broken_ones_fail(problems):
+    require_strong()
     canonical = execute(problems, [p.canonical_solution for p in problems], workers=4)
     assert sum(canonical) == 164
     broken = execute(problems, ["    return None\n"] * len(problems), workers=4)
@@ -188,6 +190,7 @@ def test_humaneval_trains_on_codefeedback_with_the_alpaca_prompt(tiny_llama, tmp
 
 
 def test_humaneval_model_inputs_and_stops(tiny_llama, tmp_path):
+    require_strong()
     instruct = humaneval_task(tiny_llama, tmp_path / "a")
     text = instruct.model_input(INC)
     assert text.startswith(ALPACA_TEMPLATE.split("{instruction}")[0])
@@ -210,6 +213,7 @@ def test_humaneval_model_inputs_and_stops(tiny_llama, tmp_path):
 
 
 def test_humaneval_evaluates_n_sampled_completions_in_the_sandbox(tiny_llama, tmp_path):
+    require_strong()
     dump = tmp_path / "gen.jsonl"
     task = humaneval_task(
         tiny_llama,
@@ -246,6 +250,7 @@ def test_a_missing_codefeedback_field_is_named(tiny_llama, tmp_path):
 
 @pytest.mark.slow
 def test_humaneval_mini_trains_and_reports_sandboxed_pass_at_1(tmp_path):
+    require_strong()
     from lorabench.store import open_engine
     from lorabench.store.models import Job, Metric
 
@@ -269,3 +274,21 @@ def test_humaneval_mini_trains_and_reports_sandboxed_pass_at_1(tmp_path):
         r["passed"] for r in samples
     ]
     assert stored and stored[-1] == pytest.approx(sum(r["passed"] for r in samples) / 2)
+
+
+def test_without_bubblewrap_a_job_refuses_before_training_unless_weak(
+    tiny_llama, tmp_path, monkeypatch
+):
+    from lorabench.tasks import sandbox
+    from lorabench.train.errors import DeterministicFailure
+
+    monkeypatch.setattr(sandbox, "strong_sandbox_problem", lambda: "bwrap is not installed")
+    strong = humaneval_task(tiny_llama, tmp_path / "strong", temperature=0.0)
+    with pytest.raises(DeterministicFailure, match='bwrap is not installed.*sandbox = "weak"'):
+        strong.load_model()
+    with pytest.raises(DeterministicFailure, match="bwrap is not installed"):
+        strong.score(strong.eval_records(), [INC.canonical_solution])
+    weak = humaneval_task(tiny_llama, tmp_path / "weak", temperature=0.0, sandbox="weak")
+    assert weak.load_model() is not None
+    records = weak.eval_records()
+    assert weak.score(records, [INC.canonical_solution]) == {"pass@1": 1.0, "sandbox_strong": 0.0}

@@ -1,94 +1,126 @@
-"""Acceptance tests for the code sandbox: each hostile program is contained, in every layer.
+"""Acceptance tests for the code sandbox: well-behaved programs, limits, hostile programs.
 
-Every hostile program below runs only through `run_program`. Each one asserts that its
-attack worked, so a contained attack shows up as a non-passing outcome, and the test then
-checks the host side: files, listener, victim process, leftover processes, the temp dir.
-Modes: "full" (the default), "hook-only" (what a machine without namespaces or setuid
-gets: the audit hook and rlimits), "kernel-only" (no audit hook: namespaces, uid, rlimits).
+Every program runs only through `run_program`. Each hostile program asserts that its attack
+worked, so a contained attack shows up as a non-passing outcome, and the test then checks the
+host side: files, listener, victim process, leftover processes, the working dir. Modes (see
+sandbox_helpers.py): "strong" (bubblewrap, the default), "strong-no-hook" (bubblewrap without
+the audit hook: the operating-system layer alone) and "weak" (the in-process sandbox, opt-in).
+Strong modes are skipped where bubblewrap cannot run, and fail there with
+LORABENCH_REQUIRE_BWRAP=1. More: test_sandbox_hostile.py (escapes), test_sandbox_forgery.py
+(forged passes), test_sandbox_corpus.py (ordinary programs must pass).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from sandbox_helpers import (
+    HOOKED,
+    MODES,
+    REQUIRE_ENV,
+    STRONG,
+    bwrap_required,
+    contained,
+    limits_for,
+    modes,
+    require,
+    require_strong,
+)
 
+from lorabench.tasks import _bwrap
 from lorabench.tasks.sandbox import (
     Outcome,
     SandboxLimits,
-    SandboxResult,
+    SandboxUnavailable,
     run_program,
     run_programs,
+    strong_sandbox_problem,
 )
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox targets Linux")
 
-TIMEOUT = 5.0
-MODES = {
-    "full": SandboxLimits(timeout_s=TIMEOUT),
-    "hook-only": SandboxLimits(timeout_s=TIMEOUT, network_namespace=False, drop_privileges=False),
-    "kernel-only": SandboxLimits(timeout_s=TIMEOUT, audit_hook=False),
-}
-ALL_MODES = pytest.mark.parametrize("mode", list(MODES))
-HOOKED_MODES = pytest.mark.parametrize("mode", ["full", "hook-only"])
-_CWD_LINE = "import os as _os; print('CWD=' + _os.getcwd(), flush=True); del _os\n"
+
+# --- the modes -------------------------------------------------------------------------
 
 
-def _live_session_members(sid: int) -> list[int]:
-    """Independent of the module's own scan: every non-zombie process whose session is sid."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(")") + 2 :].split()
-            if int(fields[3]) == sid and fields[0] != "Z":
-                members.append(int(entry.name))
-    return members
+def test_strong_sandbox_is_available_where_required():
+    problem = strong_sandbox_problem()
+    if problem is not None and not bwrap_required():
+        pytest.skip(f"strong sandbox unavailable: {problem} (set {REQUIRE_ENV}=1 to fail)")
+    assert problem is None, f"{REQUIRE_ENV}=1 but: {problem}"
 
 
-def contained(source: str, mode: str, limits: SandboxLimits | None = None) -> SandboxResult:
-    """Run a hostile program; assert it did not pass, in time, and left nothing behind."""
-    limits = limits or MODES[mode]
-    started = time.monotonic()
-    result = run_program(_CWD_LINE + source, limits)
-    elapsed = time.monotonic() - started
-    assert result.outcome is not Outcome.PASSED, result
-    assert elapsed < limits.timeout_s + 2.0
-    assert _live_session_members(result.pid) == []
-    cwd = result.stdout.splitlines()[0].removeprefix("CWD=")
-    assert cwd.startswith("/") and not Path(cwd).exists()
-    return result
+def test_strong_is_the_default():
+    assert SandboxLimits().isolation == "strong"
+    assert SandboxLimits().audit_hook
 
 
-def need_layer(mode: str, layer: str) -> None:
-    """Without the audit hook, the kernel layer the attack runs into must be there."""
-    if mode == "kernel-only" and layer not in run_program("", MODES[mode]).isolation:
-        pytest.skip(f"{layer} is not available on this machine")
+def test_weak_mode_is_never_used_silently(monkeypatch, tmp_path):
+    """Without bubblewrap, the default refuses to run rather than fall back to weak."""
+    _bwrap.unavailable_reason.cache_clear()
+    try:
+        monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no bwrap on PATH
+        assert shutil.which("bwrap") is None
+        with pytest.raises(SandboxUnavailable) as raised:
+            run_program("print('ran')\n")
+        message = str(raised.value)
+        assert "bubblewrap" in message and 'sandbox = "weak"' in message
+        with pytest.raises(SandboxUnavailable):
+            run_program("print('ran')\n", SandboxLimits(audit_hook=False))
+        # The explicit opt-in still runs.
+        assert run_program("print('ran')\n", SandboxLimits(isolation="weak")).passed
+    finally:
+        monkeypatch.undo()
+        _bwrap.unavailable_reason.cache_clear()
 
 
 # --- well-behaved programs -------------------------------------------------------------
 
 
-def test_normal_program_passes_and_output_is_captured():
-    result = run_program("import sys\nprint('out', 6 * 7)\nprint('err', file=sys.stderr)\n")
-    assert result.outcome is Outcome.PASSED and result.passed
+@modes()
+def test_normal_program_passes_and_output_is_captured(mode):
+    result = run_program(
+        "import sys\nprint('out', 6 * 7)\nprint('err', file=sys.stderr)\n", require(mode)
+    )
+    assert result.outcome is Outcome.PASSED and result.passed and result.finished
     assert result.exit_code == 0
     assert result.stdout == "out 42\n"
     assert result.stderr == "err\n"
     assert result.reason == "" and not result.truncated
-    assert "rlimits" in result.isolation and "audit-hook" in result.isolation
+    assert "rlimits" in result.isolation
+    assert ("audit-hook" in result.isolation) == MODES[mode].audit_hook
+    if mode in STRONG:
+        assert {"bubblewrap", "pid-namespace", "network-namespace"} <= set(result.isolation)
+        assert result.pid_namespace is not None
+    else:
+        assert "bubblewrap" not in result.isolation and result.pid_namespace is None
 
 
-def test_program_may_use_its_working_directory():
+@modes(*STRONG)
+def test_strong_program_sees_its_own_small_world(mode):
+    source = (
+        "import os, socket\n"
+        "print(os.getuid(), os.getgid(), os.getcwd(), socket.gethostname())\n"
+        "print(sorted(os.environ))\n"
+    )
+    if MODES[mode].audit_hook:  # socket.gethostname is refused by the hook
+        source = source.replace("socket.gethostname()", "os.uname().nodename")
+    result = run_program(source, require(mode))
+    assert result.passed, result
+    first, second = result.stdout.splitlines()
+    assert first == "65534 65534 /sandbox/work sandbox"
+    assert "PATH" in second and "LORABENCH" not in second and "HOME" in second
+
+
+@modes()
+def test_program_may_use_its_working_directory(mode):
     source = (
         "import os, tempfile\n"
         "open('data.txt', 'w').write('kept')\n"
@@ -96,27 +128,30 @@ def test_program_may_use_its_working_directory():
         "with tempfile.NamedTemporaryFile('w') as f: f.write('x')\n"
         "print(open('sub/data.txt').read()); os.remove('sub/data.txt'); os.rmdir('sub')\n"
     )
-    result = run_program(source)
+    result = run_program(source, require(mode))
     assert result.passed, result.stderr
     assert result.stdout == "kept\n"
 
 
-def test_failing_assertion_fails_with_the_reason():
-    result = run_program("assert 1 + 1 == 3, 'arithmetic'\n")
-    assert result.outcome is Outcome.FAILED
+@modes()
+def test_failing_assertion_fails_with_the_reason(mode):
+    result = run_program("assert 1 + 1 == 3, 'arithmetic'\n", require(mode))
+    assert result.outcome is Outcome.FAILED and not result.finished
     assert result.exit_code == 1
     assert result.reason == "AssertionError: arithmetic"
 
 
-def test_early_exit_is_a_failure_even_with_status_zero():
-    result = run_program("import sys\nsys.exit(0)\nprint('never')\n")
-    assert result.outcome is Outcome.FAILED
+@modes()
+def test_early_exit_is_a_failure_even_with_status_zero(mode):
+    result = run_program("import sys\nsys.exit(0)\nprint('never')\n", require(mode))
+    assert result.outcome is Outcome.FAILED and not result.finished
     assert "exited before its end" in result.reason
     assert result.stdout == ""
 
 
-def test_timeout_is_reported_as_timeout():
-    limits = SandboxLimits(timeout_s=1.0)
+@modes()
+def test_timeout_is_reported_as_timeout(mode):
+    limits = limits_for(mode, timeout_s=1.0)
     result = run_program("import time\nprint('started', flush=True)\ntime.sleep(30)\n", limits)
     assert result.outcome is Outcome.TIMED_OUT
     assert result.stdout == "started\n"
@@ -124,8 +159,9 @@ def test_timeout_is_reported_as_timeout():
     assert result.reason == "wall-clock limit of 1 s"
 
 
-def test_cpu_time_limit_is_a_timeout():
-    limits = SandboxLimits(timeout_s=20.0, cpu_time_s=1)
+@modes()
+def test_cpu_time_limit_is_a_timeout(mode):
+    limits = limits_for(mode, timeout_s=20.0, cpu_time_s=1)
     result = run_program("while True:\n    pass\n", limits)
     assert result.outcome is Outcome.TIMED_OUT
     assert result.exit_code == -signal.SIGXCPU
@@ -133,17 +169,20 @@ def test_cpu_time_limit_is_a_timeout():
     assert result.duration_s < 10.0
 
 
-def test_closing_stdout_does_not_escape_the_timeout():
-    limits = SandboxLimits(timeout_s=1.0)
+@modes()
+def test_closing_stdout_does_not_escape_the_timeout(mode):
+    limits = limits_for(mode, timeout_s=1.0)
     result = run_program("import os, time\nos.close(1); os.close(2)\ntime.sleep(30)\n", limits)
     assert result.outcome is Outcome.TIMED_OUT
     assert result.duration_s < 3.0
 
 
-def test_parallel_runs_keep_input_order():
+@modes(*HOOKED)
+def test_parallel_runs_keep_input_order(mode):
     sources = [f"print({i} ** 2)" for i in range(6)] + ["raise ValueError('six')"]
-    results = run_programs(sources, workers=3)
+    results = run_programs(sources, require(mode), workers=3)
     assert [r.stdout for r in results[:6]] == [f"{i**2}\n" for i in range(6)]
+    assert all(r.passed for r in results[:6])
     assert results[6].reason == "ValueError: six"
 
 
@@ -152,51 +191,44 @@ def test_limits_are_validated():
         SandboxLimits(timeout_s=0)
     with pytest.raises(ValueError, match="cpu_time_s"):
         SandboxLimits(cpu_time_s=0)
+    with pytest.raises(ValueError, match="open_files"):
+        SandboxLimits(open_files=3)
+    with pytest.raises(ValueError, match="disk_bytes"):
+        SandboxLimits(disk_bytes=1000)
+    with pytest.raises(ValueError, match="isolation"):
+        SandboxLimits(isolation="none")  # type: ignore[arg-type]
     assert SandboxLimits(timeout_s=2.5).cpu_seconds == 3
 
 
 # --- hostile programs ------------------------------------------------------------------
 
 
-@ALL_MODES
+@modes()
 def test_infinite_loop(mode):
-    limits = SandboxLimits(
-        timeout_s=1.0,
-        network_namespace=MODES[mode].network_namespace,
-        drop_privileges=MODES[mode].drop_privileges,
-        audit_hook=MODES[mode].audit_hook,
-    )
-    result = contained("while True:\n    pass\n", mode, limits)
+    result = contained("while True:\n    pass\n", mode, limits_for(mode, timeout_s=1.0))
     assert result.outcome is Outcome.TIMED_OUT
 
 
-@ALL_MODES
+@modes()
 def test_fork_bomb(mode):
     # Bounded (at most 2**6 processes) in case containment ever regresses on a shared machine.
     source = "import os, time\nfor _ in range(6):\n    os.fork()\ntime.sleep(60)\n"
-    need_layer(mode, "dedicated-uid")
     result = contained(source, mode)
     assert result.outcome is Outcome.FAILED
     assert "PermissionError" in result.reason or "BlockingIOError" in result.reason
 
 
-@ALL_MODES
+@modes()
 def test_ten_gigabyte_allocation(mode):
     result = contained("block = bytearray(10 * 2**30)\n", mode)
     assert result.outcome is Outcome.FAILED
     assert result.reason == "MemoryError"
 
 
-@ALL_MODES
+@modes()
 def test_printing_a_gigabyte(mode):
     source = "import sys\nchunk = 'x' * 2**20\nfor _ in range(1024):\n    sys.stdout.write(chunk)\n"
-    limits = SandboxLimits(
-        timeout_s=TIMEOUT,
-        output_bytes=1 << 16,
-        network_namespace=MODES[mode].network_namespace,
-        drop_privileges=MODES[mode].drop_privileges,
-        audit_hook=MODES[mode].audit_hook,
-    )
+    limits = limits_for(mode, output_bytes=1 << 16)
     result = contained(source, mode, limits)
     assert result.outcome is Outcome.KILLED and result.truncated
     assert len(result.stdout.encode()) + len(result.stderr.encode()) <= 1 << 16
@@ -204,7 +236,7 @@ def test_printing_a_gigabyte(mode):
 
 
 def _private_and_open_dirs(tmp_path: Path) -> tuple[Path, Path]:
-    """A root-only folder, and a world-writable one that only the audit hook protects."""
+    """A root-only folder, and a world-writable one that only the audit hook protects (weak)."""
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
     public = tmp_path / "public"
@@ -213,11 +245,10 @@ def _private_and_open_dirs(tmp_path: Path) -> tuple[Path, Path]:
     return private, public
 
 
-@ALL_MODES
-def test_writing_outside_the_temp_dir(mode, tmp_path):
-    need_layer(mode, "dedicated-uid")
+@modes()
+def test_writing_outside_the_working_dir(mode, tmp_path):
     private, public = _private_and_open_dirs(tmp_path)
-    targets = [private / "evil.txt"] + ([] if mode == "kernel-only" else [public / "evil.txt"])
+    targets = [private / "evil.txt", public / "evil.txt", tmp_path / "evil.txt"]
     source = "".join(
         f"try:\n    open({str(t)!r}, 'w').write('pwned')\nexcept OSError as e:\n    print(e)\n"
         for t in targets
@@ -227,16 +258,14 @@ def test_writing_outside_the_temp_dir(mode, tmp_path):
     assert not any(t.exists() for t in targets)
 
 
-@ALL_MODES
+@modes()
 def test_deleting_files(mode, tmp_path):
-    need_layer(mode, "dedicated-uid")
     private, public = _private_and_open_dirs(tmp_path)
-    folders = [private] + ([] if mode == "kernel-only" else [public])
     sentinels = []
-    for folder in folders:
+    for folder in (private, public):
         sentinel = folder / "sentinel.txt"
         sentinel.write_text("precious")
-        # Only the audit hook stands between nobody and a world-writable file.
+        # In weak mode only the audit hook stands between nobody and a world-writable file.
         sentinel.chmod(0o644 if folder == private else 0o666)
         sentinels.append(sentinel)
     attacks = [
@@ -257,9 +286,8 @@ def test_deleting_files(mode, tmp_path):
     assert [s.read_text() for s in sentinels] == ["precious"] * len(sentinels)
 
 
-@ALL_MODES
+@modes()
 def test_opening_a_socket(mode):
-    need_layer(mode, "network-namespace")
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -292,10 +320,9 @@ PROCESS_ATTACKS = {
 }
 
 
-@ALL_MODES
+@modes()
 @pytest.mark.parametrize("attack", list(PROCESS_ATTACKS))
 def test_starting_processes(mode, attack, tmp_path):
-    need_layer(mode, "dedicated-uid")
     _, public = _private_and_open_dirs(tmp_path)
     marker = public / "marker.txt"
     source = "import os, subprocess\n" + PROCESS_ATTACKS[attack].format(m=str(marker)) + "\n"
@@ -303,9 +330,8 @@ def test_starting_processes(mode, attack, tmp_path):
     assert not marker.exists()
 
 
-@ALL_MODES
+@modes()
 def test_killing_another_process(mode):
-    need_layer(mode, "dedicated-uid")
     victim = subprocess.Popen(["sleep", "60"])
     try:
         source = (
@@ -322,7 +348,7 @@ def test_killing_another_process(mode):
         victim.wait()
 
 
-@ALL_MODES
+@modes()
 def test_reading_environment_secrets(mode, monkeypatch):
     secret = "s3cr3t-" + os.urandom(8).hex()
     monkeypatch.setenv("LORABENCH_TEST_SECRET", secret)
@@ -339,18 +365,79 @@ def test_reading_environment_secrets(mode, monkeypatch):
     assert "LORABENCH_TEST_SECRET" not in result.stdout
 
 
-@HOOKED_MODES
+@modes(*STRONG)
+def test_environment_of_every_visible_process_is_clean(mode, monkeypatch):
+    """bwrap itself (pid 1 in the program's namespace) runs with an empty environment."""
+    secret = "s3cr3t-" + os.urandom(8).hex()
+    monkeypatch.setenv("LORABENCH_TEST_SECRET", secret)
+    source = (
+        "import os\n"
+        "for pid in [p for p in os.listdir('/proc') if p.isdigit()]:\n"
+        "    try:\n        print(pid, open(f'/proc/{pid}/environ').read())\n"
+        "    except OSError as e:\n        print(e)\n"
+        "assert 'LORABENCH_TEST_SECRET' in open('/proc/1/environ').read()\n"
+    )
+    result = contained(source, mode)
+    assert secret not in result.stdout + result.stderr
+
+
+@modes(*HOOKED)
 def test_ctypes_is_refused(mode):
     result = contained("import ctypes\nctypes.CDLL(None).system(b'true')\n", mode)
     assert "ctypes refused" in result.reason
 
 
-@HOOKED_MODES
+@modes(*HOOKED)
 def test_reading_files_outside_is_refused(mode, tmp_path):
-    private, public = _private_and_open_dirs(tmp_path)
+    _, public = _private_and_open_dirs(tmp_path)
     (public / "secret.txt").write_text("top secret")
     (public / "secret.txt").chmod(0o644)
     source = f"print(open({str(public / 'secret.txt')!r}).read())\n"
     result = contained(source, mode)
     assert "top secret" not in result.stdout
-    assert "reading" in result.reason and "refused" in result.reason
+    if mode == "weak":
+        assert result.reason.startswith("PermissionError: sandbox: reading"), result
+    else:  # strong: the file is not even there (the mount namespace), the hook refuses first
+        assert "PermissionError" in result.reason or "FileNotFoundError" in result.reason
+
+
+def test_require_strong_follows_the_environment(monkeypatch):
+    """The skip-or-fail rule itself: with bubblewrap missing, fail only when required."""
+    monkeypatch.setattr("sandbox_helpers.strong_sandbox_problem", lambda: "no bwrap here")
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match="no bwrap here"):
+        require_strong()
+    monkeypatch.delenv(REQUIRE_ENV)
+    with pytest.raises(pytest.skip.Exception, match="no bwrap here"):
+        require_strong()
+
+
+@modes(*HOOKED)
+def test_dir_fd_walk_is_refused_by_the_hook(mode, tmp_path):
+    """The hook checks paths against the cwd, but os.open(path, dir_fd=fd) resolves them
+    against fd: a descriptor of the working dir, a deeper cwd and '../' * n reach '/'."""
+    private, _ = _private_and_open_dirs(tmp_path)
+    secret = "s3cr3t-" + os.urandom(8).hex()
+    (private / "secret.txt").write_text(secret)
+    relative = str(private / "secret.txt").lstrip("/")
+    source = (
+        "import os\n"
+        "wfd = os.open('.', os.O_RDONLY)\n"
+        "os.makedirs('a/b/c/d/e/f/g/h/i/j')\nos.chdir('a/b/c/d/e/f/g/h/i/j')\n"
+        "root = os.open('../' * 10, os.O_RDONLY | os.O_DIRECTORY, dir_fd=wfd)\n"
+        "print(sorted(os.listdir(root)))\n"
+        f"print(os.read(os.open({relative!r}, os.O_RDONLY, dir_fd=root), 100))\n"
+    )
+    result = contained(source, mode)
+    assert secret not in result.stdout + result.stderr
+    assert result.reason.startswith("PermissionError: sandbox: "), result
+
+
+@modes()
+def test_site_builtins_are_there_as_under_python_dash_i(mode):
+    """`python -S` leaves out what site adds to builtins (exit, quit, help, copyright ...):
+    a program using them behaves differently than under a plain `python -I`."""
+    source = "print([callable(f) for f in (exit, quit, help, copyright, credits, license)])\n"
+    result = run_program(source, require(mode))
+    assert result.passed, result.reason
+    assert result.stdout == "[True, True, True, True, True, True]\n"

@@ -70,4 +70,15 @@ def _task_details(info: TaskInfo) -> None:
         table.add_row(f"default {field}", repr(value))
     for field, value in info.params_cls().model_dump().items():
         table.add_row(f"task_params.{field}", repr(value))
+    if "sandbox" in info.params_cls.model_fields:
+        table.add_row("code sandbox here", _sandbox_here())
     console.print(table)
+
+
+def _sandbox_here() -> str:
+    from lorabench.tasks.sandbox import strong_sandbox_problem
+
+    problem = strong_sandbox_problem()
+    if problem is None:
+        return "strong (bubblewrap) available"
+    return f"strong UNAVAILABLE: {problem}; evaluation refuses unless task_params sandbox='weak'"

@@ -35,6 +35,7 @@ _PR_SET_KEEPCAPS = 8
 _PR_SET_NO_NEW_PRIVS = 38
 _CAP_DAC_READ_SEARCH = 2
 _CAPABILITY_VERSION_3 = 0x20080522
+_WEAK_MAX_TASKS = 256
 _EXIT = os._exit  # kept: the guard disables os._exit for the program
 
 _REFUSED_EVENTS = frozenset(
@@ -188,9 +189,10 @@ def _limit(config: dict) -> None:
         resource.RLIMIT_CORE: (0, 0),
     }
     if config["mode"] == "weak":
-        # No new processes or threads; root with capabilities is exempt (see the docs). In
-        # strong mode the seccomp filter refuses processes whatever the uid, and allows threads.
-        limits[resource.RLIMIT_NPROC] = (0, 0)
+        # A bound on processes and threads of uid nobody (threads count too, so not 0); the
+        # hook refuses process creation. In strong mode the seccomp filter does, whatever the
+        # uid (the kernel exempts root from this limit), and allows threads.
+        limits[resource.RLIMIT_NPROC] = (_WEAK_MAX_TASKS, _WEAK_MAX_TASKS)
     for which, (soft, hard) in limits.items():
         # Never above the current hard limit: only root may raise it.
         _, ceiling = resource.getrlimit(which)
@@ -214,8 +216,16 @@ def _guard(workdir: str, extra_roots: list[str]) -> None:
 
     def resolve(path) -> str | None:
         try:
-            return realpath(fsdecode("." if path is None else path))
-        except (TypeError, ValueError, OSError):
+            path = fsdecode("." if path is None else path)
+        except (TypeError, ValueError):
+            return None
+        # The open event does not carry dir_fd: a relative path is judged against the cwd, so
+        # a climb ("../") from a descriptor elsewhere would be judged wrongly. Refuse climbs.
+        if not path.startswith("/") and ".." in path.split("/"):
+            return None
+        try:
+            return realpath(path)
+        except (ValueError, OSError):
             return None
 
     def under(path: str | None, roots: tuple[str, ...]) -> bool:
@@ -238,11 +248,17 @@ def _guard(workdir: str, extra_roots: list[str]) -> None:
         resolved = resolve(path)
         return under(resolved, write_roots) or resolved in ("/dev/null",)
 
+    code_roots = tuple(r for r in read_roots if r != realpath(workdir))
+
     def hook(event: str, args: tuple) -> None:
         if event in _REFUSED_EVENTS or event.startswith(_REFUSED_PREFIXES):
             raise PermissionError(f"sandbox: {event} refused")
         if event == "import" and args and args[0] in _BLOCKED_IMPORTS:
             raise ImportError(f"sandbox: import of {args[0]} refused")
+        # A native extension (the event names its file): only the installation's and packages'.
+        native = event == "import" and len(args) > 1 and args[1] is not None
+        if native and not under(resolve(args[1]), code_roots):
+            raise ImportError(f"sandbox: loading native code from {args[1]!r} refused")
         if event == "open":
             path, _, flags = args
             if isinstance(flags, int) and flags & write_flags:
@@ -268,7 +284,18 @@ def _guard(workdir: str, extra_roots: list[str]) -> None:
         for module in (os, posix):
             if hasattr(module, name):
                 setattr(module, name, _refuse(f"os.{name}"))
+    sys.settrace, sys.setprofile = _no_tracing("settrace"), _no_tracing("setprofile")
     sys.addaudithook(hook)
+
+
+def _no_tracing(name: str):
+    """sys.settrace/setprofile that accept None (doctest saves and restores "no tracer")."""
+
+    def refuse(function) -> None:  # noqa: ANN001
+        if function is not None:
+            raise PermissionError(f"sandbox: sys.{name} refused")
+
+    return refuse
 
 
 def _install_end_marker(nonce_fd: int, marker_fd: int) -> None:
@@ -296,6 +323,15 @@ def _install_end_marker(nonce_fd: int, marker_fd: int) -> None:
     sys.addaudithook(hook)
 
 
+def _site_builtins() -> None:
+    """exit, quit, help, copyright ... as under `python -I` (-S leaves site's builtins out)."""
+    import site
+
+    site.setquit()
+    site.setcopyright()
+    site.sethelper()
+
+
 def _run(path: str, audit) -> None:  # noqa: ANN001 - sys.audit, taken before the program runs
     with open(path, encoding="utf-8") as file:
         source = file.read()
@@ -316,6 +352,7 @@ def main() -> None:
     try:
         if config.get("packages"):
             sys.path.append(config["packages"])
+        _site_builtins()
         layers = _isolate(config) if config["mode"] == "weak" else []
         _limit(config)
         layers.append("rlimits")
