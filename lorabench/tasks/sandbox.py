@@ -560,7 +560,13 @@ def _warn_missing(layers: tuple[str, ...]) -> None:
     if os.geteuid() == 0 and "dedicated-uid" not in layers:
         missing.append("uid switch (only the audit hook guards files)")
     if missing:
-        log.warning("weak sandbox runs without: %s", "; ".join(missing))
+        _warn_once("; ".join(missing))
+
+
+@functools.cache
+def _warn_once(missing: str) -> None:
+    # Once per process and kind of gap, not once per program (HumanEval runs hundreds).
+    log.warning("weak sandbox runs without: %s", missing)
 
 
 def _remove_tree(path: Path) -> None:
