@@ -167,9 +167,11 @@ def test_every_packable_variant_trains_in_a_pack_as_it_does_alone(variant, tmp_p
         assert isinstance(together, TrainResult), together
         alone = train_job(config, tmp_path / f"solo-{i}")
         # Relative: some variants start this toy model at losses in the hundreds (DeLoRA).
-        assert curve(together) == pytest.approx(curve(alone), rel=1e-5, abs=1e-5)
+        # 5e-5, not 1e-5: a batched matmul rounds differently from one job's, and six steps at
+        # lr 1e-2 grew that to 1.0014e-5 on CI's CPU; a packing bug moves losses by 1e-2 or more.
+        assert curve(together) == pytest.approx(curve(alone), rel=5e-5, abs=5e-5)
         assert curve(together, "eval", "score") == pytest.approx(
-            curve(alone, "eval", "score"), rel=1e-5
+            curve(alone, "eval", "score"), rel=5e-5
         )
         assert together.summary["packed_evals"] == 1  # scored in one wide pass
 
