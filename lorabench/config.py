@@ -2,29 +2,107 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
 import math
+import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lorabench.tasks import build_task_params, get_task_info, task_names
+from lorabench.tasks.digits import EFFICIENTNET_LITE0
+from lorabench.tasks.noop import NOOP_MODEL
 from lorabench.variants import build_params, variant_names
+
+# Every integer of a config (counts, sizes, priority, and the numbers inside variant_params
+# and task_params) lies in PostgreSQL's INTEGER range, the narrower of the two backends'
+# integer columns, unless its field sets its own bounds (seed).
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+# torch.manual_seed takes up to 2**64 - 1, but the trainer seeds with `seed * 1_000_003 +
+# epoch` (data order), `seed + 1` and `seed * 2 + 1` (noop's data): any seed below 2**32
+# keeps all of them in range, and it is the range numpy's seeding accepts too.
+SEED_MAX = 2**32 - 1
+# `plan` refuses a sweep whose cross product is larger (`plan --max-jobs-per-plan` raises
+# it): counted from the axis lengths before a single job is built.
+MAX_JOBS_PER_PLAN = 100_000
 
 
 class ConfigError(ValueError):
     """A user mistake in a sweep or job config; the message names the field."""
 
 
-class JobConfig(BaseModel):
+def _number_problem(value: Any, where: str = "") -> str | None:
+    """What is wrong with the first unusable number in `value` (nested dicts and lists too)."""
+    kind = type(value)
+    if kind is int:
+        if INT_MIN <= value <= INT_MAX:
+            return None
+        bound = f"at most {INT_MAX}" if value > INT_MAX else f"at least {INT_MIN}"
+        return f"{where!r} must be {bound}" if where else f"must be {bound}"
+    if kind is float:
+        if math.isfinite(value):
+            return None
+        return f"{where!r} must be a finite number" if where else "must be a finite number"
+    if kind is dict:
+        for key, item in value.items():
+            if problem := _number_problem(item, f"{where}.{key}" if where else str(key)):
+                return problem
+    elif kind is list or kind is tuple:
+        for index, item in enumerate(value):
+            if problem := _number_problem(item, f"{where}[{index}]"):
+                return problem
+    return None  # str, bool, None ...
+
+
+class _Numbers(BaseModel):
+    """Floats must be finite and integers in the database's range, in every field, generically:
+    `allow_inf_nan=False` covers the float fields, the validator the integer fields without
+    bounds of their own and the numbers inside dict fields (variant_params, task_params)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _usable_numbers(self) -> Any:
+        for name in _number_fields(type(self)):
+            value = getattr(self, name)
+            problem = _number_problem(value)
+            if problem is not None:
+                raise ValueError(f"field {name!r}: {problem} (got {value!r})")
+        return self
+
+
+@functools.cache
+def _number_fields(cls: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of `cls` that may hold integers or nested numbers and set no upper bound."""
+    names = []
+    for name, info in cls.model_fields.items():
+        if name in _UNCHECKED_FIELDS:
+            continue
+        if any(isinstance(m, annotated_types.Le | annotated_types.Lt) for m in info.metadata):
+            continue  # its own bounds say it (seed)
+        kinds = {info.annotation, typing.get_origin(info.annotation),
+                 *typing.get_args(info.annotation)}  # fmt: skip
+        if kinds & {int, dict}:  # dict: task_params and variant_params hold any numbers
+            names.append(name)
+    return tuple(names)
+
+
+# SweepSpec.axes: checked job by job when the sweep is expanded.
+_UNCHECKED_FIELDS = ("axes",)
+
+
+class JobConfig(_Numbers):
     """One fully resolved training run. Its canonical JSON identifies the job."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     task: str
     task_params: dict[str, Any] = Field(default_factory=dict)
@@ -46,7 +124,7 @@ class JobConfig(BaseModel):
     batch_size: int = Field(gt=0)
     grad_accum: int = Field(1, gt=0)
     precision: Literal["fp32", "bf16"] = "fp32"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     max_length: int = Field(gt=0)
     train_size: int | None = Field(None, gt=0)
     eval_size: int | None = Field(None, gt=0)
@@ -64,8 +142,6 @@ class JobConfig(BaseModel):
             )
         build_params(self.variant, self.variant_params)
         build_task_params(self.task, self.task_params)
-        if not math.isfinite(self.lr):
-            raise ValueError("field 'lr': must be a finite number")
         if not self.targets:
             raise ValueError("field 'targets': at least one module pattern is needed")
         return self
@@ -117,10 +193,10 @@ _COMPOUND_FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
-class SweepSpec(BaseModel):
+class SweepSpec(_Numbers):
     """A matrix of jobs: each axis lists values, the plan is their cross product."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = Field("default", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     description: str = ""
@@ -146,11 +222,25 @@ class SweepSpec(BaseModel):
 
     @classmethod
     def from_toml(cls, path: Path) -> SweepSpec:
+        if path.exists() and not path.is_file() and not path.is_dir():  # /dev/zero, a FIFO
+            raise ConfigError(f"sweep file {str(path)!r} is not a regular file")
         try:
-            data = tomllib.loads(path.read_text())
+            text = path.read_bytes().decode("utf-8")
+            data = tomllib.loads(text)
         except FileNotFoundError:
             raise ConfigError(f"sweep file {str(path)!r} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"sweep file {str(path)!r} is a folder, not a TOML file") from None
+        except OSError as error:
+            raise ConfigError(f"sweep file {str(path)!r}: {error.strerror or error}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                f"sweep file {str(path)!r} is not UTF-8 text (byte {error.start}: "
+                f"{error.object[error.start : error.start + 1]!r}); TOML files are UTF-8"
+            ) from None
         except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: not valid TOML: {error}") from None
+        except ValueError as error:  # a number tomllib cannot convert (over 4300 digits)
             raise ConfigError(f"{path}: not valid TOML: {error}") from None
         data.setdefault("name", path.stem)
         return cls.from_mapping(data, source=str(path))
@@ -168,14 +258,45 @@ class SweepSpec(BaseModel):
         merged.update(values)
         return SweepSpec.from_mapping(merged, source=source)
 
-    def expand(self) -> list[JobConfig]:
-        """Every job of the matrix, validated; the first invalid one raises ConfigError."""
+    @property
+    def size(self) -> int:
+        """Jobs in the matrix (the product of the axis lengths), counted without building one;
+        an upper bound on the planned jobs, as equal configs are planned once."""
+        return math.prod(len(values) for values in self.axes.values())
+
+    def describe_size(self) -> str:
+        """ "1,000,000 jobs (lr 1000 x seed 1000)": the axes with more than one value."""
+        axes = " x ".join(f"{k} {len(v)}" for k, v in self.axes.items() if len(v) > 1)
+        return f"{self.size:,} jobs" + (f" ({axes})" if axes else "")
+
+    def expand(self, max_jobs: int | None = MAX_JOBS_PER_PLAN) -> list[JobConfig]:
+        """Every job of the matrix, validated; the first invalid one raises ConfigError, and so
+        does a matrix of more than `max_jobs` (None: no limit), before any job is built."""
+        check_plan_size([self], max_jobs, name=self.name)
         names = list(self.axes)
         jobs: dict[str, JobConfig] = {}
+        model_checks: dict[tuple[str, str], str | None] = {}
         for combo in itertools.product(*(self.axes[n] for n in names)):
-            job = resolve_job(dict(zip(names, combo, strict=True)), source=self.name)
+            values = dict(zip(names, combo, strict=True))
+            job = resolve_job(values, source=self.name, model_checks=model_checks)
             jobs.setdefault(job.config_hash, job)
         return list(jobs.values())
+
+
+def check_plan_size(specs: list[SweepSpec], max_jobs: int | None, *, name: str) -> None:
+    """Refuse a plan whose matrices (summed) have more than `max_jobs` jobs, by counting."""
+    total = sum(spec.size for spec in specs)
+    if max_jobs is None or total <= max_jobs:
+        return
+    sizes = (
+        specs[0].describe_size()
+        if len(specs) == 1
+        else f"{total:,} jobs (" + " + ".join(f"{spec.size:,}" for spec in specs) + ")"
+    )
+    raise ConfigError(
+        f"sweep {name!r}: {sizes}, more than the limit of {max_jobs:,} jobs per plan; split "
+        "the sweep, or raise the limit with --max-jobs-per-plan"
+    )
 
 
 def _as_axis(field: str, value: Any, source: str) -> tuple[Any, ...]:
@@ -197,8 +318,14 @@ def _as_axis(field: str, value: Any, source: str) -> tuple[Any, ...]:
     return values
 
 
-def resolve_job(values: Mapping[str, Any], *, source: str = "config") -> JobConfig:
-    """Fill what the sweep leaves open from the task's defaults, then validate."""
+def resolve_job(
+    values: Mapping[str, Any],
+    *,
+    source: str = "config",
+    model_checks: dict[tuple[str, str], str | None] | None = None,
+) -> JobConfig:
+    """Fill what the sweep leaves open from the task's defaults, then validate (the model as
+    far as `model_problem` can tell; `model_checks` remembers its answers over one plan)."""
     task = values.get("task")
     if task is None:
         raise ConfigError(f"{source}: field 'task' is required; known: {', '.join(task_names())}")
@@ -219,11 +346,68 @@ def resolve_job(values: Mapping[str, Any], *, source: str = "config") -> JobConf
         **values,
     }
     try:
-        return JobConfig(**resolved)
+        job = JobConfig(**resolved)
     except ValidationError as error:
         raise ConfigError(_describe(error, source)) from None
     except ValueError as error:  # raised by the variant's or task's parameter validation
         raise ConfigError(f"{source}: {error}") from None
+    checks = {} if model_checks is None else model_checks
+    key = (job.task, job.model)
+    if key not in checks:
+        checks[key] = model_problem(job.task, job.model)
+    problem = checks[key]
+    if problem is not None:
+        raise ConfigError(f"{source}: field 'model': {problem}")
+    return job
+
+
+# What `plan` checks about a model without loading weights or reaching a hub (a worker
+# resolves the name with tasks.models.resolve_model):
+# - tasks that build their own network take exactly their built-in name (digits: or the path
+#   of a state dict file), and no other task takes those names;
+# - the other tasks load a transformers model: an existing folder must hold config.json, a
+#   name written as a path (/..., ./..., ../..., ~/...) must exist, and anything else must
+#   be shaped like a hub name (`name` or `org/name`). Whether a hub name exists, or its
+#   architecture suits the task, only a worker can tell.
+_BUILT_IN_MODELS = {"noop": NOOP_MODEL, "digits": EFFICIENTNET_LITE0}
+_STATE_DICT_TASKS = ("digits",)
+_HUB_NAME = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)?$")
+_PATH_PREFIXES = ("/", "~", "./", "../", ".\\", "..\\")
+
+
+def model_problem(task: str, model: str) -> str | None:
+    """Why `task` cannot use `model`, as far as the name and the local disk tell; else None."""
+    path = Path(model).expanduser()
+    built_in = _BUILT_IN_MODELS.get(task)
+    if built_in is not None:
+        if model == built_in or (task in _STATE_DICT_TASKS and path.is_file()):
+            return None
+        if task in _STATE_DICT_TASKS:
+            return (
+                f"task {task} takes {built_in!r} or the path of a state dict file; "
+                f"{model!r} is {'a folder' if path.is_dir() else 'neither'}"
+            )
+        return f"task {task} builds its own network; model must be {built_in!r}, got {model!r}"
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            return f"folder {model!r} holds no config.json, so it is not a Hugging Face model"
+        return None
+    owner = next((t for t, name in _BUILT_IN_MODELS.items() if name == model), None)
+    if owner is not None:
+        return (
+            f"{model!r} is task {owner}'s built-in network; task {task} loads a Hugging Face "
+            "model (a hub name, or a local folder with config.json)"
+        )
+    if path.exists():
+        return f"{model!r} is a file; task {task} loads a model folder (with config.json)"
+    if model.startswith(_PATH_PREFIXES) or model in (".", ".."):
+        return f"no such model folder {model!r}"
+    if not _HUB_NAME.match(model) or ".." in model:
+        return (
+            f"{model!r} is neither a local model folder nor a Hugging Face hub name "
+            "(name or org/name)"
+        )
+    return None
 
 
 def _describe(error: ValidationError, source: str) -> str:

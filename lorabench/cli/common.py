@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 err_console = Console(stderr=True)
@@ -26,15 +28,49 @@ DbOption = Annotated[
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a user mistake into one red line and exit code 2, never a traceback."""
+    """Turn a user mistake into one red line and exit code 2, never a traceback.
+
+    Besides lorabench's own errors: a file that cannot be read or written (OSError: a folder
+    where a file was expected, a missing folder, no permission) and a database that fails in
+    the middle of a command (damaged, locked beyond the busy timeout, gone).
+    """
+    from sqlalchemy.exc import DatabaseError
+
     from lorabench.config import ConfigError
     from lorabench.store import StoreError
+    from lorabench.store.engine import database_error_reason
 
     try:
         yield
-    except (ConfigError, StoreError, ValueError, FileNotFoundError) as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
-        raise typer.Exit(2) from None
+    except (ConfigError, StoreError, ValueError) as error:
+        report_error(str(error))
+    except OSError as error:
+        if error.filename is not None and error.strerror:
+            report_error(f"{error.filename}: {error.strerror}")
+        report_error(str(error))
+    except DatabaseError as error:
+        report_error(f"database error: {database_error_reason(error)}")
+
+
+def report_error(message: str) -> NoReturn:
+    """Print `message` as one line on stderr (never wrapped, never read as markup); exit 2."""
+    line = " ".join(message.split()) or "unknown error"
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2) from None
+
+
+def require_int(option: str, value: int | None) -> None:
+    """An integer option that reaches the database must fit its integer columns."""
+    from lorabench.config import INT_MAX
+
+    if value is not None and value > INT_MAX:
+        raise ValueError(f"{option} must be at most {INT_MAX}, got {value}")
+
+
+def require_finite(option: str, value: float | None) -> None:
+    """Click's FloatRange lets nan through (every comparison with nan is false) and takes inf."""
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"{option} must be a finite number, got {value}")
 
 
 def split_list(raw: str | None) -> list[str] | None:

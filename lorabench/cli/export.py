@@ -22,6 +22,7 @@ def export_command(
     """Write a job's trained adapter: PEFT's adapter_config.json + adapter_model.safetensors."""
     from sqlalchemy import select
 
+    from lorabench.cli.jobs import check_job_id
     from lorabench.config import JobConfig
     from lorabench.store import opened
     from lorabench.store.models import Job
@@ -29,6 +30,9 @@ def export_command(
 
     quiet_libraries()
     with user_errors():
+        check_job_id(job_id)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ValueError(f"{out_dir} is a file; the adapter is written into a folder")
         with opened(db, read_only=True) as engine, engine.connect() as conn:
             row = conn.execute(
                 select(Job.config, Job.state, Job.out_dir).where(Job.id == job_id)

@@ -18,7 +18,18 @@ def _ids(raw: str | None) -> list[int] | None:
         return None
     if not all(item.isdigit() for item in items):
         raise ValueError(f"--jobs takes comma-separated job ids, got {raw!r}")
-    return [int(item) for item in items]
+    ids = [int(item) for item in items]
+    for job_id in ids:
+        check_job_id(job_id)
+    return ids
+
+
+def check_job_id(job_id: int) -> None:
+    """An id no job can have (beyond the database's integer column) is a typo, said as such."""
+    from lorabench.config import INT_MAX
+
+    if not 1 <= job_id <= INT_MAX:
+        raise ValueError(f"no job has id {job_id}: job ids run from 1 to {INT_MAX}")
 
 
 def retry_command(

@@ -39,6 +39,10 @@ def parse_scalar(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except ValueError:  # an integer of more than 4,300 digits, which Python will not convert
+        raise ValueError(
+            f"{text[:20]}...: a number of {len(text)} digits is far too large"
+        ) from None
 
 
 def parse_set(assignments: list[str]) -> dict[str, Any]:
@@ -109,6 +113,15 @@ def plan_command(
         ),
     ] = None,  # fmt: skip
     dry_run: Annotated[bool, typer.Option(help="Validate and count; write nothing.")] = False,
+    max_jobs_per_plan: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Refuse a sweep whose cross product has more jobs than this (default 100,000; "
+            "counted before any job is built, --dry-run too).",
+            show_default=False,
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Expand a sweep (file and/or flags) into jobs; jobs already planned are not added again."""
@@ -126,7 +139,10 @@ def plan_command(
         for key, value in meta:
             if value is not None:
                 overrides[key] = value
-        result = plan(sweep_file, overrides, db=db, dry_run=dry_run, preset=preset)
+        result = plan(
+            sweep_file, overrides, db=db, dry_run=dry_run, preset=preset,
+            max_jobs=max_jobs_per_plan,
+        )  # fmt: skip
     if dry_run:
         print_estimate(result)
         return
@@ -155,17 +171,23 @@ def plan(
     db: str | None,
     dry_run: bool = False,
     preset: str | None = None,
+    max_jobs: int | None = None,
 ) -> dict[str, Any]:
-    """Validate every job first, then write them all in one transaction (or nothing)."""
+    """Validate every job first, then write them all in one transaction (or nothing).
+
+    A sweep of more than `max_jobs` jobs (default `config.MAX_JOBS_PER_PLAN`) is refused by
+    counting its matrix, before a single job is built."""
     from lorabench.cli.presets import gpu_hours, load_preset, plan_preset
-    from lorabench.config import ConfigError, SweepSpec
+    from lorabench.config import MAX_JOBS_PER_PLAN, ConfigError, SweepSpec, check_plan_size
     from lorabench.store import enqueue, opened
 
+    max_jobs = MAX_JOBS_PER_PLAN if max_jobs is None else max_jobs
     if preset is not None:
         if sweep_file is not None:
             raise ConfigError("give a sweep file or --preset, not both")
         planned = plan_preset(load_preset(preset), overrides)
-        parts = [(label, spec.expand()) for label, spec in planned.parts]
+        check_plan_size([spec for _, spec in planned.parts], max_jobs, name=planned.name)
+        parts = [(label, spec.expand(max_jobs)) for label, spec in planned.parts]
         # Parts may share jobs (the sensitivity study's base point): each is planned once.
         jobs = list({job.config_hash: job for _, part in parts for job in part}.values())
         spec, spec_json = planned.parts[0][1], planned.spec_json()
@@ -174,7 +196,7 @@ def plan(
             spec = SweepSpec.from_toml(sweep_file).override(overrides)
         else:
             spec = SweepSpec.from_mapping(overrides, source="command line")
-        jobs = spec.expand()
+        jobs = spec.expand(max_jobs)
         parts = [(spec.name, jobs)]
         spec_json = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
     if dry_run:

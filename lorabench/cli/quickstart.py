@@ -57,6 +57,8 @@ def quickstart_command(
     quiet_libraries()
     started = time.perf_counter()
     with user_errors():
+        if out.exists() and not out.is_dir():  # said now, not after the sweep has run
+            raise ValueError(f"--out {out} is a file; the report needs a folder")
         sweep = dict(FULL_SWEEP if full else QUICKSTART_SWEEP)
         name = sweep["name"]
         planned = plan(None, sweep, db=db)

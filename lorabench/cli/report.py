@@ -80,6 +80,8 @@ def write_report(
         raise ValueError(f"--rule {rule!r}: choose best or last")
     if compare is not None and compare not in COMPARES:
         raise ValueError(f"--compare {compare!r}: choose {', '.join(COMPARES)}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; the report needs a folder")
     written: list[Path] = []
     if table is not None and table != "lr":
         written += _paper_layout_table(

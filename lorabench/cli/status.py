@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lorabench.cli.common import DbOption, console, user_errors
+from lorabench.cli.common import DbOption, console, require_finite, user_errors
 
 
 def status_command(
@@ -28,6 +28,8 @@ def status_command(
     from lorabench.monitor import render_snapshot, take_snapshot
     from lorabench.store import opened
 
+    with user_errors():
+        require_finite("--interval", interval)
     with user_errors(), opened(db, read_only=True) as engine:
         if not watch:
             console.print(render_snapshot(take_snapshot(engine, sweep=sweep)))

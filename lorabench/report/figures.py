@@ -66,6 +66,8 @@ def _legend_outside(fig: Figure, owner, handles: Sequence, labels: Sequence[str]
     tight_layout; save_figure adds axes legends to the saved bounding box.
     """
     right = 1 - _legend_width(labels) / fig.get_figwidth()
+    if not handles:  # nothing drawn yet (no finished job): empty panels, no legend
+        return None, right
     legend = owner.legend(
         handles=handles,
         labels=labels,

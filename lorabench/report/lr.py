@@ -33,12 +33,14 @@ def _label_variants(frame: pd.DataFrame, jobs: pd.DataFrame) -> pd.DataFrame:
     varying = [c for c in _DISTINGUISHING if jobs[c].nunique() > 1]
     if varying:
         prefix = {"model": "", "rank": "r=", "alpha": "α="}
-        suffix = frame[varying].apply(
-            lambda row: " ".join(f"{prefix[c]}{row[c]:g}" if c != "model" else str(row[c])
-                                 for c in varying),
-            axis=1,
-        )  # fmt: skip
-        frame["variant"] = frame["variant"] + " " + suffix
+        # Built row by row, not with DataFrame.apply: on an empty frame (no job finished yet)
+        # apply returns a float frame, and adding that to the string column fails.
+        labels = [
+            " ".join([str(variant), *(f"{prefix[c]}{value:g}" if c != "model" else str(value)
+                                      for c, value in zip(varying, values, strict=True))])
+            for variant, *values in frame[["variant", *varying]].itertuples(index=False)
+        ]  # fmt: skip
+        frame["variant"] = pd.Series(labels, index=frame.index, dtype=frame["variant"].dtype)
     return frame
 
 

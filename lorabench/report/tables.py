@@ -429,7 +429,12 @@ def overhead_table(data: Data, *, compare=False) -> ReportTable:  # noqa: ANN001
 def _base_point(jobs: pd.DataFrame) -> dict[str, object]:
     base = {}
     for axis in SENSITIVITY_AXES:
-        counts = jobs[axis].map(_axis_value).value_counts()
+        values = jobs[axis].map(_axis_value)
+        counts = values.value_counts()  # without the unset (None) values, counted here:
+        unset = int(values.isna().sum())
+        if counts.empty or unset > counts.max():  # e.g. train_size left to a task's data
+            base[axis] = None
+            continue
         top = counts[counts == counts.max()].index
         base[axis] = sorted(top, key=lambda v: (v is None, v if v is not None else 0))[0]
     return base

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlmodel import Session, SQLModel
 
-from lorabench.store.models import SCHEMA_VERSION, SchemaVersion
+from lorabench.store.models import SCHEMA_VERSION, SchemaVersion, upgrade_schema
 
 DEFAULT_DB = "lorabench.db"
 BUSY_TIMEOUT_MS = 60_000
@@ -84,9 +86,12 @@ def open_engine(db: str | None, *, read_only: bool = False, create: bool = False
         raise StoreError(
             f"no database at {path}; plan a sweep first (lorabench plan ...) or pass --db"
         )
-    if create and not path.parent.exists():
-        raise StoreError(f"cannot create {path}: folder {path.parent} does not exist")
+    if create and not path.exists() and not path.parent.is_dir():
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise StoreError(f"cannot create {path}: {path.parent} {what}")
     _refuse_network_filesystem(path)
+    if path.exists():
+        _check_sqlite_file(path, create=create)
     if read_only:
         return _sqlite_read_only(path)
     if path.exists() and not os.access(path, os.W_OK):
@@ -127,28 +132,97 @@ def opened(db: str | None, *, read_only: bool = False, create: bool = False) -> 
         engine.dispose()
 
 
+def _read_only_uri(path: Path) -> str:
+    # A URI, so `?`, `#` and `%` in a file name must be escaped.
+    return f"file:{urllib.parse.quote(str(path))}?mode=ro"
+
+
+def _check_sqlite_file(path: Path, *, create: bool) -> None:
+    """Refuse what is not a sound SQLite database before anything can write to it.
+
+    Runs SQLite's `quick_check` (reads every page; tens of milliseconds for a 40 MB queue) on
+    a read-only connection, so a damaged file, or another program's file, is left exactly as
+    it was. `create` (plan) also refuses a SQLite database of another program: its tables
+    are not lorabench's to add to.
+    """
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder, not a database file; --db names a file")
+    if not path.is_file():
+        raise StoreError(f"{path} is not a regular file; --db names a SQLite database file")
+    sidecars = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+    existed = [side.exists() for side in sidecars]
+    problem = None
+    try:
+        connection = sqlite3.connect(_read_only_uri(path), uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            rows = connection.execute("PRAGMA quick_check(1)").fetchall()
+            tables = [
+                name for (name,) in connection.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                )
+            ]  # fmt: skip
+        finally:
+            connection.close()
+    except sqlite3.OperationalError as error:  # locked beyond the timeout, unreadable, ...
+        raise StoreError(f"cannot open database {path}: {error}") from None
+    except sqlite3.DatabaseError as error:
+        problem = _damaged(path, str(error))
+    else:
+        result = " ".join(str(row[0]) for row in rows).replace("*** in database main ***", "")
+        if result.strip() != "ok":
+            problem = _damaged(path, f"SQLite's quick_check: {' '.join(result.split())}")
+        elif create and tables and "schema_version" not in tables:
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            problem = (
+                f"{path} is a SQLite database of another program (tables: {shown}); "
+                "lorabench will not add its tables to it: give --db a new file"
+            )
+    if problem is not None:
+        # A read-only open of a WAL database leaves empty -wal/-shm files: take back ours.
+        for side, was_there in zip(sidecars, existed, strict=True):
+            if not was_there:
+                side.unlink(missing_ok=True)
+        raise StoreError(problem)
+
+
+def _damaged(path: Path, reason: str) -> str:
+    if "not a database" in reason:
+        return f"{path} is not a SQLite database ({reason}); --db names a lorabench database file"
+    return (
+        f"{path} is damaged ({reason}); restore it from a backup or plan into a new file; "
+        "lorabench leaves it as it is"
+    )
+
+
 def _sqlite_read_only(path: Path) -> Engine:
     def connect() -> sqlite3.Connection:
         connection = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+            _read_only_uri(path), uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
             check_same_thread=False,
         )  # fmt: skip
         connection.execute("PRAGMA query_only = ON")
         return connection
 
     engine = create_engine("sqlite://", creator=connect)
-    return _checked(engine, path, create=False)
+    return _checked(engine, path, create=False, read_only=True)
 
 
 SERVER_URL_FORM = "postgresql+psycopg://user:password@host:5432/dbname"
 
 
+def hide_password(url: str) -> str:
+    """`url` with any password replaced by ***, for messages (it may not even parse)."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 def _open_server(url: str, *, read_only: bool, create: bool) -> Engine:
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError) as error:
+        detail = "" if isinstance(error, ArgumentError) else f" ({error})"
         raise StoreError(
-            f"{url!r} is not a database URL; give a SQLite path or {SERVER_URL_FORM}"
+            f"{hide_password(url)!r} is not a database URL{detail}; give a SQLite path "
+            f"or {SERVER_URL_FORM}"
         ) from None
     if parsed.drivername == "postgresql":  # SQLAlchemy would pick psycopg2; we ship psycopg 3
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -167,26 +241,39 @@ def _open_server(url: str, *, read_only: bool, create: bool) -> Engine:
             f"{shown}: the PostgreSQL driver {error.name!r} is not installed; use "
             f"{SERVER_URL_FORM} after pip install 'lorabench[postgres]'"
         ) from None
-    except (ArgumentError, NoSuchModuleError) as error:
+    except (ArgumentError, NoSuchModuleError, ValueError) as error:
         raise StoreError(f"cannot use database URL {shown}: {error}") from None
-    return _checked(engine, shown, create=create)
+    return _checked(engine, shown, create=create, read_only=read_only)
 
 
-def _checked(engine: Engine, where: object, *, create: bool) -> Engine:
+def _checked(engine: Engine, where: object, *, create: bool, read_only: bool = False) -> Engine:
     try:
         if create:
             create_schema(engine)
         else:
             check_schema(engine, where)
-    except OperationalError as error:
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        if engine.dialect.name == "postgresql":
+        if not read_only:
+            upgrade_schema(engine)  # a database of an older lorabench gains what it lacks
+    except DatabaseError as error:
+        engine.dispose()
+        reason = database_error_reason(error)
+        if engine.dialect.name == "postgresql" and isinstance(error, OperationalError):
             raise StoreError(
                 f"cannot reach the database {where}: {reason}. Is the server running and the "
                 "URL's host, port, user and password right?"
             ) from None
-        raise StoreError(f"cannot open database {where}: {reason}") from None
+        if engine.dialect.name == "postgresql":
+            raise StoreError(f"cannot use the database {where}: {reason}") from None
+        if isinstance(error, OperationalError):
+            raise StoreError(f"cannot open database {where}: {reason}") from None
+        raise StoreError(_damaged(Path(str(where)), reason)) from None
     return engine
+
+
+def database_error_reason(error: DatabaseError) -> str:
+    """The driver's first line (no SQL, no parameters, no link to SQLAlchemy's docs)."""
+    text = str(error.orig).strip() if error.orig is not None else str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def create_schema(engine: Engine) -> None:
