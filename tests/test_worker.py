@@ -77,7 +77,7 @@ def test_kill_9_mid_job_then_a_new_worker_resumes_from_the_checkpoint(tmp_path: 
     worker.wait()
     first_done = metrics_of(db, 1)
     assert job_rows(db)[1][0] == "done" and first_done
-    assert job_rows(db)[2][0] == "running"  # until its lease expires
+    assert job_rows(db)[2][0] == "running"  # until a worker sees its holder is dead
 
     successor = start_worker(db, tmp_path)
     out, _ = successor.communicate(timeout=300)

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from lorabench.cli.common import DbOption, console, err_console, quiet_libraries, user_errors
+from lorabench.cli.common import (
+    DbOption,
+    console,
+    err_console,
+    quiet_libraries,
+    require_finite,
+    require_int,
+    user_errors,
+)
 
 
 def work_command(
@@ -18,7 +26,11 @@ def work_command(
     sweep: Annotated[str | None, typer.Option(help="Only run jobs of this sweep.")] = None,
     max_jobs: Annotated[int | None, typer.Option(min=1, help="Stop after N jobs.")] = None,
     exit_when_empty: Annotated[
-        bool, typer.Option(help="Exit when no job is claimable instead of waiting.")
+        bool,
+        typer.Option(
+            help="Exit once nothing in scope is queued or running (a running job may still "
+            "come back to the queue), instead of waiting for new jobs."
+        ),
     ] = False,
     runs_dir: Annotated[Path, typer.Option(help="Where job folders (checkpoints) go.")] = Path(
         "runs"
@@ -63,6 +75,13 @@ def work_command(
     """Claim jobs one at a time, train and evaluate each, write the metrics back."""
     quiet_libraries()
     with user_errors():
+        for option, value in (("--lease-seconds", lease_seconds),
+                              ("--heartbeat-seconds", heartbeat_seconds),
+                              ("--poll-seconds", poll_seconds)):  # fmt: skip
+            require_finite(option, value)
+        require_int("--pack", pack)
+        if runs_dir.exists() and not runs_dir.is_dir():
+            raise ValueError(f"--runs-dir {runs_dir} is a file; job folders need a folder")
         handled = run_worker(
             db=db,
             gpu=gpu,

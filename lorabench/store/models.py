@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Text, UniqueConstraint
+import time
+
+from sqlalchemy import Column, Engine, Text, UniqueConstraint, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+# 2: worker.process_start (a worker on the same host can prove another one dead).
+SCHEMA_VERSION = 2
 
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 ATTEMPT_OUTCOMES = ("running", "done", "failed", "requeued", "interrupted", "lost", "cancelled")
@@ -55,6 +60,9 @@ class Worker(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     host: str
     pid: int
+    # "<boot id> <pid namespace> <start time in clock ticks>" of the worker's process (Linux
+    # /proc), so that a later process with the same pid is not taken for it; NULL if unknown.
+    process_start: str | None = Field(default=None, sa_column=Column(Text))
     device: str
     started_at: float
     heartbeat_at: float
@@ -86,3 +94,38 @@ class Metric(SQLModel, table=True):
     step: int
     epoch: int | None = None
     value: float | None  # NULL for NaN/inf: SQLite would turn NaN into NULL anyway
+
+
+# What each schema version added to an existing table: (version, table, column, SQL type). Only
+# nullable columns, so rows written before stay valid.
+ADDED_COLUMNS = ((2, "worker", "process_start", "TEXT"),)
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring a database written by an older lorabench up to SCHEMA_VERSION (a writable open
+    does this; read-only ones never write and read no column added since). Safe when several
+    workers open the database at once: on SQLite the look and the change share one
+    BEGIN IMMEDIATE transaction; PostgreSQL has ADD COLUMN IF NOT EXISTS."""
+    with engine.connect() as conn:
+        newest = conn.execute(select(func.max(SchemaVersion.version))).scalar()
+    if newest is None or newest >= SCHEMA_VERSION:
+        return
+    with engine.begin() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        for version, table, column, sql_type in ADDED_COLUMNS:
+            if version <= newest:
+                continue
+            if postgres:
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql_type}"
+                )
+                continue
+            present = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
+            if column not in present:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+        insert = pg_insert if postgres else sqlite_insert
+        conn.execute(
+            insert(SchemaVersion)
+            .values(version=SCHEMA_VERSION, applied_at=time.time())
+            .on_conflict_do_nothing()
+        )

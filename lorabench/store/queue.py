@@ -128,7 +128,10 @@ def enqueue(
     return EnqueueResult(sweep=sweep, new=new, existing=len(jobs) - new)
 
 
-def register_worker(engine: Engine, device: str) -> int:
+def register_worker(engine: Engine, device: str, *, process_start: str | None = None) -> int:
+    """A row for this worker process. `process_start` tells its process apart from a later
+    one with the same pid (the worker passes boot id, pid namespace and start time): with it,
+    a worker on the same host can prove this one dead (`held_jobs`, `reclaim`)."""
     with engine.begin() as conn:
         now = _clock(conn)
         return conn.execute(
@@ -136,6 +139,7 @@ def register_worker(engine: Engine, device: str) -> int:
             .values(
                 host=socket.gethostname(),
                 pid=os.getpid(),
+                process_start=process_start,
                 device=device,
                 started_at=now,
                 heartbeat_at=now,
@@ -332,6 +336,82 @@ def orphaned_jobs(engine: Engine, *, sweep: str | None = None, now: float | None
             .select_from(Job)
             .where(Job.state == "running", silent, _select_jobs(sweep, None))
         ).scalar_one()
+
+
+def running_jobs(engine: Engine, *, sweep: str | None = None) -> int:
+    """Running jobs (in `sweep`, or all): each may still come back to the queue (its worker
+    fails it transiently, is interrupted, or dies and its lease runs out)."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.state == "running", _select_jobs(sweep, None))
+        ).scalar_one()
+
+
+@dataclass(frozen=True)
+class HeldJob:
+    """A running job and the worker process holding it, for a liveness check."""
+
+    job_id: int
+    lease_token: str
+    worker_id: int
+    host: str
+    pid: int
+    process_start: str | None
+
+
+def held_jobs(engine: Engine, *, host: str, exclude_worker: int | None = None) -> list[HeldJob]:
+    """Running jobs held by workers on `host` that recorded their process start (all sweeps:
+    a dead holder is dead for everyone), except `exclude_worker`'s own."""
+    condition = and_(
+        Job.state == "running",
+        Job.lease_token.is_not(None),
+        Worker.host == host,
+        Worker.process_start.is_not(None),
+    )
+    if exclude_worker is not None:
+        condition = and_(condition, Worker.id != exclude_worker)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Job.id, Job.lease_token, Worker.id, Worker.host, Worker.pid)
+            .add_columns(Worker.process_start)
+            .join(Worker, Worker.id == Job.worker_id)
+            .where(condition)
+            .order_by(Job.id)
+        ).all()
+    return [HeldJob(*row) for row in rows]
+
+
+def reclaim(engine: Engine, held: HeldJob, *, reason: str) -> bool:
+    """The holder of `held` is known to be dead: end its lease now, so the job is claimable at
+    once (and resumes from its checkpoint), record its attempt as lost and its worker as
+    stopped. Fenced by the lease token and holder: False if the job has moved on meanwhile
+    (finished, released, or already taken over), and then nothing changes."""
+    with engine.begin() as conn:
+        now = _clock(conn)
+        ended = conn.execute(
+            update(Job)
+            .where(_fenced(held.job_id, held.lease_token), Job.worker_id == held.worker_id)
+            .values(lease_expires_at=now, updated_at=now)
+        ).rowcount
+        if not ended:
+            return False
+        conn.execute(
+            update(Attempt)
+            .where(
+                Attempt.job_id == held.job_id,
+                Attempt.lease_token == held.lease_token,
+                Attempt.outcome == "running",
+            )
+            .values(outcome="lost", ended_at=now, error=reason)
+        )
+        conn.execute(
+            update(Worker)
+            .where(Worker.id == held.worker_id, Worker.stopped_at.is_(None))
+            .values(stopped_at=now)
+        )
+    return True
 
 
 def _fenced(job_id: int, token: str):  # noqa: ANN202

@@ -1,9 +1,16 @@
-"""Atomic checkpoints: a crash mid-write leaves the previous checkpoint intact."""
+"""Atomic checkpoints: a crash mid-write leaves the previous checkpoint intact.
+
+A process may install a write guard (`guard_writes`): it is asked before every checkpoint is
+started and again before it replaces the previous one. The worker's trainer installs one that
+exits when its worker has died, so an orphaned trainer never overwrites the checkpoint that the
+job's next holder resumes from.
+"""
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +18,24 @@ import torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
+_write_guard: Callable[[], None] | None = None
+
+
+def guard_writes(check: Callable[[], None] | None) -> None:
+    """Call `check` before this process writes a file into a job's folder (None: no guard).
+    It raises, or ends the process, when the process must not write any more."""
+    global _write_guard
+    _write_guard = check
+
+
+def check_write() -> None:
+    """Ask the write guard, if any, whether this process may still write job files."""
+    if _write_guard is not None:
+        _write_guard()
+
 
 def save_checkpoint(out_dir: Path, state: dict[str, Any], *, name: str = CHECKPOINT_NAME) -> Path:
+    check_write()
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / name
     temporary = out_dir / f".{name}.{os.getpid()}.tmp"
@@ -21,6 +44,7 @@ def save_checkpoint(out_dir: Path, state: dict[str, Any], *, name: str = CHECKPO
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        check_write()  # a large checkpoint takes a while: still allowed to replace the last?
         os.replace(temporary, final)
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT):

@@ -32,7 +32,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from lorabench.config import JobConfig
-from lorabench.train.checkpoint import load_checkpoint, save_checkpoint
+from lorabench.train.checkpoint import check_write, load_checkpoint, save_checkpoint
 from lorabench.train.errors import Interrupted, NonFiniteLoss
 from lorabench.train.fanout import NotFannable, evaluate_fanned
 from lorabench.train.loop import (
@@ -233,6 +233,7 @@ def _share_prepared(out_dirs: Sequence[Path]) -> None:
     for out_dir in out_dirs[1:]:
         target = Path(out_dir) / PREPARED_NAME
         if source.exists() and not target.exists():
+            check_write()
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
 

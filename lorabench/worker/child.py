@@ -1,8 +1,14 @@
-"""The process that trains one job. It talks to its supervisor only through `events`."""
+"""The process that trains one job. It talks to its supervisor only through `events`.
+
+It must not outlive its worker: the kernel kills it when its parent (the fork server) dies,
+and the fork server dies with the worker (see lifeline.py). Belt and braces: `worker_pipe`, the
+read end of a pipe whose only write end the worker holds, reaches end-of-file when the worker
+dies, and the child looks at it after every step, before every checkpoint and before its
+result; an orphan exits there without writing anything.
+"""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import threading
@@ -11,17 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lorabench.worker import lifeline
+
 # Failures that may pass if the job runs again (another GPU, more free memory, disk freed).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (MemoryError, OSError, ConnectionError)
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL us if our parent goes, so a killed worker leaves no trainer behind."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+WORKER_GONE_EXIT = 3  # the exit status of a trainer that found its worker dead
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -30,22 +30,32 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, (*TRANSIENT_ERRORS, torch.cuda.OutOfMemoryError))
 
 
-def _setup_child(supervisor_pid: int) -> Callable[[], bool]:
-    """Signals and parent watch shared by both entry points; returns `should_stop`."""
+def _setup_child(worker_pipe: Any) -> tuple[Callable[[], bool], Callable[[], None]]:
+    """Signals and the worker watch shared by both entry points; returns (`should_stop`,
+    `ensure_worker_alive`)."""
+    from lorabench.train.checkpoint import guard_writes
+
     # Ctrl-C reaches the whole process group; only the supervisor decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    _die_with_parent()
+
+    def ensure_worker_alive() -> None:
+        # The worker never writes to the pipe: readable means end-of-file, the worker is gone.
+        if worker_pipe.poll():
+            os._exit(WORKER_GONE_EXIT)  # a new worker may already own the job: write nothing
+
+    lifeline.die_with_parent()
+    if lifeline.fork_server_pid is not None and os.getppid() != lifeline.fork_server_pid:
+        os._exit(WORKER_GONE_EXIT)  # the fork server died before the request reached the kernel
+    ensure_worker_alive()
+    guard_writes(ensure_worker_alive)
 
     def should_stop() -> bool:
-        try:
-            os.kill(supervisor_pid, 0)
-        except ProcessLookupError:
-            os._exit(1)  # orphaned: a new worker may already own the job; write nothing
+        ensure_worker_alive()
         return stop.is_set()
 
-    return should_stop
+    return should_stop, ensure_worker_alive
 
 
 def _failure(error: BaseException) -> tuple[str, dict[str, Any]]:
@@ -64,16 +74,23 @@ def _done(result: Any) -> tuple[str, dict[str, Any]]:
     return "done", {"metrics": result.metrics, "resumed_from_step": result.resumed_from_step}
 
 
-def _report(events: Any, work: Callable[[], tuple[str, dict[str, Any]]]) -> None:
+def _report(
+    events: Any,
+    work: Callable[[], tuple[str, dict[str, Any]]],
+    ensure_worker_alive: Callable[[], None],
+) -> None:
     """Run `work` and send its final event, or the interruption or failure that ended it."""
     from lorabench.train import Interrupted
 
     try:
-        events.put(work())
+        final = work()
     except Interrupted as interrupted:
-        events.put(("interrupted", {"step": interrupted.step}))
+        final = ("interrupted", {"step": interrupted.step})
     except BaseException as error:  # noqa: BLE001  (every failure must reach the supervisor)
-        events.put(_failure(error))
+        final = _failure(error)
+    ensure_worker_alive()
+    try:
+        events.put(final)
     finally:
         events.close()
         events.join_thread()
@@ -84,13 +101,13 @@ def run_child(
     out_dir: str,
     device: str,
     options: dict[str, Any],
-    supervisor_pid: int,
+    worker_pipe: Any,
     events: Any,
 ) -> None:
     """Entry point of the training process: sends progress, then exactly one final event.
     `options` are `train_job`'s keyword arguments for how to run (checkpoint_every, grad_ckpt,
-    compile)."""
-    should_stop = _setup_child(supervisor_pid)
+    compile). `worker_pipe`: see the module's docstring."""
+    should_stop, ensure_worker_alive = _setup_child(worker_pipe)
     from lorabench.config import JobConfig
     from lorabench.train import train_job
 
@@ -105,7 +122,7 @@ def run_child(
         )
         return _done(result)
 
-    _report(events, work)
+    _report(events, work, ensure_worker_alive)
 
 
 def run_pack_child(
@@ -113,13 +130,13 @@ def run_pack_child(
     out_dirs: list[str],
     device: str,
     options: dict[str, Any],
-    supervisor_pid: int,
+    worker_pipe: Any,
     events: Any,
 ) -> None:
     """Entry point for a pack (`work --pack`): progress tagged with the job's slot, then one
     final event: ("results", one (kind, payload) per job), or one outcome for the whole pack.
     `options` as for `run_child`; the worker refuses grad_ckpt with --pack."""
-    should_stop = _setup_child(supervisor_pid)
+    should_stop, ensure_worker_alive = _setup_child(worker_pipe)
     from lorabench.config import JobConfig
     from lorabench.train.packed import train_packed
 
@@ -136,4 +153,4 @@ def run_pack_child(
         outcomes = [_failure(r) if isinstance(r, BaseException) else _done(r) for r in results]
         return "results", {"outcomes": outcomes}
 
-    _report(events, work)
+    _report(events, work, ensure_worker_alive)

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,12 +24,15 @@ from lorabench.store import (
     claim_pack,
     fail,
     finish,
-    orphaned_jobs,
+    held_jobs,
+    reclaim,
     register_worker,
     release,
+    running_jobs,
     set_out_dir,
     stop_worker,
 )
+from lorabench.worker import lifeline
 from lorabench.worker.child import run_child, run_pack_child
 from lorabench.worker.heartbeat import Heartbeater
 from lorabench.worker.view import WorkerView, describe
@@ -69,10 +73,13 @@ class WorkerSettings:
 
 def _context() -> multiprocessing.context.BaseContext:
     # A fork server imports torch and transformers once; each job then starts in well under a
-    # second, and never inherits the supervisor's threads (which plain fork would).
+    # second, and never inherits the supervisor's threads (which plain fork would). `lifeline`
+    # comes first: the fork server arms itself to die with the worker before the slow imports.
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["lorabench.worker.child", "lorabench.train"])
+        context.set_forkserver_preload(
+            ["lorabench.worker.lifeline", "lorabench.worker.child", "lorabench.train"]
+        )
         return context
     return multiprocessing.get_context("spawn")
 
@@ -104,11 +111,22 @@ class Worker:
         previous = {
             sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
         }
-        self.worker_id = register_worker(self.engine, self.settings.device)
+        self.worker_id = register_worker(
+            self.engine, self.settings.device, process_start=lifeline.process_identity()
+        )
+        # The fork server (started from this, the main thread, with the first job) reads this to
+        # know whom to die with; see lifeline.py.
+        marker = lifeline.worker_marker()
+        previous_env = {name: os.environ.get(name) for name in marker}
+        os.environ.update(marker)
+        next_scan, waiting_for = 0.0, 0
         try:
             while not self.stop_requested.is_set():
                 if self.settings.max_jobs is not None and self.completed >= self.settings.max_jobs:
                     break
+                if time.monotonic() >= next_scan:
+                    self.reclaim_from_dead_workers()
+                    next_scan = time.monotonic() + self.settings.poll_seconds
                 size = self.settings.pack
                 if size is None and self.settings.grad_ckpt:
                     size = 1  # the worker's --grad-ckpt wins over a sweep's pack
@@ -123,19 +141,54 @@ class Worker:
                     most=None if most is None else most - self.completed,
                 )
                 if not claimed:
-                    # A dead worker's job becomes claimable when its lease runs out: wait for it.
-                    orphans = self.through_outages(orphaned_jobs, sweep=self.settings.sweep)
-                    if self.settings.exit_when_empty and not orphans:
-                        break
+                    if self.settings.exit_when_empty:
+                        # A running job may still come back: its worker fails it transiently,
+                        # or dies (a dead worker on this host is caught by the scan above; one
+                        # elsewhere when its lease runs out). Leave only when none runs.
+                        running = self.through_outages(running_jobs, sweep=self.settings.sweep)
+                        if not running:
+                            break
+                        if running != waiting_for:
+                            self.view.say(
+                                f"[dim]waiting: {running} running job(s) may still come back "
+                                "to the queue (their workers may be alive)"
+                            )
+                        waiting_for = running
                     self.stop_requested.wait(self.settings.poll_seconds)
                     continue
+                waiting_for = 0
                 self.run_one(claimed)
                 self.completed += len(claimed)
         finally:
             stop_worker(self.engine, self.worker_id)
+            for name, value in previous_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return self.completed
+
+    def reclaim_from_dead_workers(self) -> int:
+        """End the leases of jobs whose worker ran on this machine and is proven dead (its
+        process is gone, or its pid now belongs to another process), so they are claimable now
+        instead of when the lease runs out. Returns how many."""
+        held = self.through_outages(
+            held_jobs, host=socket.gethostname(), exclude_worker=self.worker_id
+        )
+        reclaimed = 0
+        for job in held:
+            if lifeline.holder_state(job.host, job.pid, job.process_start) != "dead":
+                continue
+            reason = f"worker {job.host}:{job.pid} died (its process is gone)"
+            if self.through_outages(reclaim, job, reason=reason):
+                reclaimed += 1
+                self.view.say(
+                    f"[yellow]job {job.job_id}: its worker (pid {job.pid}) is dead; "
+                    "reclaimed, it resumes from its checkpoint"
+                )
+        return reclaimed
 
     def through_outages(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a queue operation, waiting out a database outage (a server restart, a network
@@ -192,10 +245,12 @@ class Worker:
         for beat in beats:
             beat.start()
         events = self.context.Queue()
+        # Only this process holds the write end: the child sees end-of-file when we die.
+        worker_pipe, alive = self.context.Pipe(duplex=False)
         settings = self.settings
         options = {"checkpoint_every": settings.checkpoint_every,
                    "grad_ckpt": settings.grad_ckpt, "compile": settings.compile}  # fmt: skip
-        common = (settings.device, options, os.getpid(), events)
+        common = (settings.device, options, worker_pipe, events)
         if len(claims) == 1:
             target, args = run_child, (lead.config, out_dirs[lead.job_id], *common)
         else:
@@ -203,7 +258,15 @@ class Worker:
             target = run_pack_child
             args = (configs, [out_dirs[c.job_id] for c in claims], *common)
         child = self.context.Process(target=target, args=args, name=f"lorabench-job-{lead.job_id}")
-        child.start()
+        try:
+            child.start()
+        except BaseException:
+            for beat in beats:
+                beat.halt()
+            alive.close()
+            raise
+        finally:
+            worker_pipe.close()  # the child has its own copy
         try:
             kind, payload = self._supervise(child, events, beats)
         finally:
@@ -212,6 +275,7 @@ class Worker:
             if child.is_alive():
                 child.kill()
             child.join()
+            alive.close()
         for claimed, (job_kind, job_payload) in zip(
             claims, _per_job(kind, payload, beats), strict=True
         ):
