@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import Column, Engine, Text, UniqueConstraint, func, select
+from sqlalchemy import Column, Engine, LargeBinary, Text, UniqueConstraint, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel
 
 # 2: worker.process_start (a worker on the same host can prove another one dead).
-SCHEMA_VERSION = 2
+# 3: the outcome table (per-example evaluation results for paired tests).
+SCHEMA_VERSION = 3
 
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 ATTEMPT_OUTCOMES = ("running", "done", "failed", "requeued", "interrupted", "lost", "cancelled")
@@ -89,11 +90,28 @@ class Metric(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     job_id: int = Field(foreign_key="job.id", index=True)
     attempt_id: int = Field(foreign_key="attempt.id")
-    split: str  # train | eval | summary
+    # train | eval (the split the task reports, its "test" split) | select (held out from
+    # training, read only to choose epochs and learning rates) | summary
+    split: str
     name: str
     step: int
     epoch: int | None = None
     value: float | None  # NULL for NaN/inf: SQLite would turn NaN into NULL anyway
+
+
+class Outcome(SQLModel, table=True):
+    """One evaluation's per-example results: a compressed ``numpy.savez`` archive holding
+    ``correct`` (bool per example) or ``prediction`` and ``target`` (per example), in the
+    order of the task's fixed evaluation set, so two jobs can be compared example by example."""
+
+    __tablename__ = "outcome"
+    __table_args__ = (UniqueConstraint("job_id", "attempt_id", "split", "epoch"),)
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    attempt_id: int = Field(foreign_key="attempt.id")
+    split: str  # eval | select, as in Metric
+    epoch: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 # What each schema version added to an existing table: (version, table, column, SQL type). Only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +40,36 @@ class TaskParams(BaseModel):
 
 
 @dataclass(frozen=True)
+class MetricSpec:
+    """How a metric is ranked and shown: the report reads this instead of guessing."""
+
+    name: str
+    higher_is_better: bool = True
+    percent: bool = True  # shown x100 (a fraction, or a correlation the paper shows x100)
+    paper_name: str | None = None  # its column name in the paper's tables
+
+
+# Every metric a built-in task reports. MNLI's "accuracy_matched"/"_mismatched" and HumanEval's
+# pass@k share the spec of their base name.
+METRIC_SPECS = {
+    spec.name: spec
+    for spec in (
+        MetricSpec("accuracy", paper_name="Acc"),
+        MetricSpec("macro_f1", paper_name="Macro-F1"),
+        MetricSpec("f1", paper_name="F1"),
+        MetricSpec("matthews_correlation", paper_name="MCC"),
+        MetricSpec("pearson", paper_name="Pearson"),
+        MetricSpec("spearmanr", paper_name="Spearman"),
+        MetricSpec("accuracy_strict", paper_name="GSM8K"),
+        MetricSpec("accuracy_flexible"),
+        MetricSpec("pass@1", paper_name="HumanEval"),
+        MetricSpec("score", percent=False),  # noop: minus the mean squared error
+        MetricSpec("loss", higher_is_better=False, percent=False),
+    )
+}
+
+
+@dataclass(frozen=True)
 class TaskInfo:
     """What `lorabench tasks` shows and what `plan` validates against."""
 
@@ -50,6 +81,24 @@ class TaskInfo:
     needs_download: bool
     summary: str
     params_cls: type[TaskParams] = TaskParams
+    # The metric read on the `select` split to choose epochs and learning rates; None: the
+    # primary metric (a task whose select split cannot be scored that way, e.g. generated code
+    # without tests, names another, such as a held-out "loss").
+    select_metric: str | None = None
+    # Overrides of METRIC_SPECS for this task's metrics (a task with its own metric adds it).
+    metric_specs: tuple[MetricSpec, ...] = ()
+
+    def metric_spec(self, metric: str) -> MetricSpec:
+        """The declaration of one of this task's metrics; unknown names are an error."""
+        own = {spec.name: spec for spec in self.metric_specs}
+        if metric in own:
+            return own[metric]
+        stems = (metric, metric.removesuffix("_matched").removesuffix("_mismatched"),
+                 "pass@1" if metric.startswith("pass@") else metric)  # fmt: skip
+        base = next((m for m in stems if m in METRIC_SPECS), None)
+        if base is None:
+            raise ValueError(f"task {self.name!r} declares no metric {metric!r}")
+        return dataclasses.replace(METRIC_SPECS[base], name=metric)
 
 
 class Task(Protocol):
