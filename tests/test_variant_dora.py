@@ -1,5 +1,6 @@
 """DoRA: Eq. (68) by hand, magnitude init, detached norm, no dense update in the graph."""
 
+import copy
 import dataclasses
 
 import pytest
@@ -125,7 +126,8 @@ def test_forward_keeps_no_dense_update_in_the_graph():
     assert layer.lora_magnitude.grad is not None
 
 
-def test_dropout_reaches_only_the_low_rank_branch():
+def test_dropout_reaches_both_adapter_terms_but_not_the_base():
+    # PEFT / official DoRA: base(x) + (g - 1) W x' + g s B A x' with one mask, x' = dropout(x).
     torch.manual_seed(0)
     layer = DoRALinear(nn.Linear(5, 4), rank=2, alpha=4.0, dropout=0.5)
     randomise(nn.Sequential(layer))
@@ -138,8 +140,84 @@ def test_dropout_reaches_only_the_low_rank_branch():
     with torch.no_grad():
         g = layer.magnitude_scale()
         low_rank = F.linear(dropped, layer.lora_B @ layer.lora_A) * layer.scaling
-        expected = g * (F.linear(x, layer.base.weight) + low_rank) + layer.base.bias
-    assert torch.allclose(out, expected, atol=1e-5)
+        w = layer.base.weight
+        expected = layer.base(x) + (g - 1) * F.linear(dropped, w) + g * low_rank
+        assert torch.allclose(out, expected, atol=1e-5)
+        # In eval mode dropout is off and the layer is exactly g (W x + s B A x) + b.
+        evaluated = layer.eval()(x)
+        plain = g * (F.linear(x, w) + F.linear(x, layer.lora_B @ layer.lora_A) * layer.scaling)
+        assert torch.allclose(evaluated, plain + layer.base.bias, atol=1e-5)
+
+
+def test_matches_peft_dora_with_dropout_in_train_mode():
+    pytest.importorskip("peft")
+    from lorabench.variants.peft_export import to_peft
+
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(6, 5))
+    ours = copy.deepcopy(base)
+    inject(ours, "dora", targets=("0",), rank=2, alpha=4, dropout=0.5)
+    randomise(ours)  # m != ||W + s B A|| so that the (g - 1) W x' term matters
+    theirs = to_peft(ours, lambda: copy.deepcopy(base), "dora", rank=2, alpha=4, dropout=0.5,
+                     params=DoRAParams())  # fmt: skip
+    ours.train()
+    theirs.train()
+    peft_layer = theirs.base_model.model[0]
+    assert isinstance(peft_layer.lora_dropout["default"], nn.Dropout)
+    x = torch.randn(16, 6)
+    weights = torch.randn(16, 5)
+    layer = ours[0]
+    mine = [layer.lora_A, layer.lora_B, layer.lora_magnitude]
+    peft_params = [peft_layer.lora_A["default"].weight, peft_layer.lora_B["default"].weight,
+                   peft_layer.lora_magnitude_vector["default"].weight]  # fmt: skip
+
+    def run(model, params, seed):  # same seed, same single dropout draw: the same mask
+        xi = x.clone().requires_grad_()
+        torch.manual_seed(seed)
+        out = model(xi)
+        return out, torch.autograd.grad((out * weights).sum(), [*params, xi])
+
+    for seed in (1, 2):
+        out, grads = run(ours, mine, seed)
+        want, want_grads = run(theirs, peft_params, seed)
+        assert torch.allclose(out, want, atol=1e-5)
+        for got, ref in zip(grads, want_grads, strict=True):
+            assert torch.allclose(got, ref, atol=1e-5)
+    # The check is not vacuous: the mask changes the output.
+    with torch.no_grad():
+        assert (out - ours.eval()(x)).abs().max() > 1e-2
+
+
+def test_float64_layer_keeps_float64_norm_forward_and_merge():
+    # vector_norm(..., dtype=float32) refused a float64 weight; the norm now never narrows.
+    layer = hand_layer().double()
+    with torch.no_grad():
+        layer.lora_A.copy_(torch.tensor(HAND_A))
+        layer.lora_B.copy_(torch.tensor(HAND_B))
+        layer.lora_magnitude.copy_(torch.tensor(HAND_M))
+    x = torch.tensor([[1.0, -1.0, 0.5]], dtype=torch.float64)
+    with torch.no_grad():
+        assert layer.column_norm().dtype == torch.float64
+        assert torch.equal(layer.column_norm(), torch.tensor([10.0, 3.0], dtype=torch.float64))
+        assert torch.allclose(layer(x), torch.tensor([[-0.5, -0.5]], dtype=torch.float64))
+    # Random values: agreement to float64 precision, far below what a float32 norm would give.
+    torch.manual_seed(0)
+    layer = DoRALinear(nn.Linear(9, 7).double(), rank=3, alpha=6.0)
+    randomise(nn.Sequential(layer))
+    x = torch.randn(4, 9, dtype=torch.float64)
+    with torch.no_grad():
+        w, a, b, m = layer.base.weight, layer.lora_A, layer.lora_B, layer.lora_magnitude
+        v = w + layer.scaling * b @ a
+        adapted = m.unsqueeze(1) * v / v.norm(dim=1, keepdim=True)
+        expected = F.linear(x, adapted, layer.base.bias)
+        torch.testing.assert_close(layer.column_norm(), v.norm(dim=1), rtol=1e-12, atol=0.0)
+        out = layer(x)
+        assert out.dtype == torch.float64
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+        merge_adapters(nn.Sequential(layer))
+        assert layer.merged and layer.base.weight.dtype == torch.float64
+        torch.testing.assert_close(layer.base.weight, adapted, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_checkpointed_adapter_gives_the_same_gradients():

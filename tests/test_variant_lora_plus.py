@@ -1,4 +1,7 @@
-"""LoRA+ (§II-C1): LoRA's update with eta_B = 16 eta_A; head and A at the base rate."""
+"""LoRA+ (§II-C1): LoRA's update with eta_B = 16 eta_A; rates per parameter as PEFT's."""
+
+import copy
+import re
 
 import pytest
 import torch
@@ -45,7 +48,7 @@ def test_hand_computed_delta_is_plain_lora():
 
 
 @pytest.mark.parametrize("ratio", [16.0, 4.0])
-def test_groups_give_b_ratio_times_lr_and_everything_else_lr(minilm, ratio):
+def test_groups_give_b_and_1d_params_ratio_times_lr_the_rest_lr(minilm, ratio):
     inject(minilm, "lora-plus", targets=("query", "value"), rank=4, alpha=8,
            trainable=("classifier",))  # fmt: skip
     groups = groups_for(minilm, 1e-3, lr_ratio=ratio)
@@ -58,9 +61,9 @@ def test_groups_give_b_ratio_times_lr_and_everything_else_lr(minilm, ratio):
     for layer in layers:
         assert lr_of[id(layer.lora_B)] == pytest.approx(ratio * 1e-3)
         assert lr_of[id(layer.lora_A)] == pytest.approx(1e-3)
-    # The head (weight and its 1-D bias) stays at the base rate, as the paper prescribes.
-    for p in minilm.classifier.parameters():
-        assert lr_of[id(p)] == pytest.approx(1e-3)
+    # As PEFT's create_loraplus_optimizer: the head's weight at the base rate, its 1-D bias at B's.
+    assert lr_of[id(minilm.classifier.weight)] == pytest.approx(1e-3)
+    assert lr_of[id(minilm.classifier.bias)] == pytest.approx(ratio * 1e-3)
     # The first group is the base rate: the trainer logs its lr.
     assert groups[0]["lr"] == pytest.approx(1e-3)
 
@@ -110,3 +113,51 @@ def test_peft_export_is_a_plain_lora_config():
     config = SPEC.peft_export.make_config(settings)
     assert isinstance(config, peft.LoraConfig)
     assert config.r == 4 and config.lora_alpha == 8 and not config.use_rslora
+
+
+class Classifier(nn.Module):
+    """An encoder to adapt, a trainable LayerNorm and a new classification head with a bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8))
+        self.norm = nn.LayerNorm(8)
+        self.classifier = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.classifier(self.norm(self.encoder(x)))
+
+
+def _our_name(peft_name: str) -> str:
+    # base_model.model.X.lora_B.default.weight -> X.lora_B; X.modules_to_save.default.p -> X.p
+    name = peft_name.removeprefix("base_model.model.").replace(".modules_to_save.default.", ".")
+    return re.sub(r"\.(lora_[AB])\.default\.weight$", r".\1", name)
+
+
+def test_every_parameter_gets_peft_create_loraplus_optimizer_lr():
+    pytest.importorskip("peft")
+    from peft.optimizers import create_loraplus_optimizer
+
+    from lorabench.variants.peft_export import to_peft
+
+    base = Classifier()
+    ours = copy.deepcopy(base)
+    inject(ours, "lora-plus", targets=("encoder.0", "encoder.2"), rank=2, alpha=4,
+           trainable=("norm", "classifier"))  # fmt: skip
+    theirs = to_peft(ours, lambda: copy.deepcopy(base), "lora-plus", rank=2, alpha=4,
+                     dropout=0.0, params=LoRAPlusParams())  # fmt: skip
+    optimizer = create_loraplus_optimizer(
+        theirs, torch.optim.AdamW, lr=1e-3, loraplus_lr_ratio=16.0
+    )
+    their_lr = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    want = {_our_name(n): their_lr[id(p)] for n, p in theirs.named_parameters() if p.requires_grad}
+    ours_lr = {id(p): g["lr"] for g in groups_for(ours, 1e-3, lr_ratio=16.0) for p in g["params"]}
+    got = {n: ours_lr[id(p)] for n, p in ours.named_parameters() if p.requires_grad}
+    assert got == want  # the same names, each with exactly PEFT's lr
+    assert got == {
+        "encoder.0.lora_A": 1e-3, "encoder.0.lora_B": 16e-3,
+        "encoder.2.lora_A": 1e-3, "encoder.2.lora_B": 16e-3,
+        "norm.weight": 16e-3, "norm.bias": 16e-3,
+        "classifier.weight": 1e-3, "classifier.bias": 16e-3,
+    }  # fmt: skip

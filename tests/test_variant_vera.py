@@ -156,3 +156,16 @@ def test_peft_export_folds_scaling_into_b_for_uneven_shapes():
     peft_down = theirs.base_model.model.down
     assert torch.allclose(peft_down.vera_lambda_b["default"], ours.down.vera_lambda_b * 2.5)
     assert torch.equal(peft_down.vera_lambda_d["default"], ours.down.vera_lambda_d)
+
+
+def test_variants_command_says_the_scaling_differs_from_peft():
+    from typer.testing import CliRunner
+
+    from lorabench.cli import app
+
+    spec = get_variant("vera")
+    assert "alpha/r times PEFT's update" in spec.notes
+    result = CliRunner().invoke(app, ["variants"], terminal_width=200)
+    assert result.exit_code == 0
+    assert f"vera: {spec.notes}" in result.output
+    assert "2x PEFT's at the default alpha = 2r" in result.output

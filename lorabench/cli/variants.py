@@ -6,6 +6,7 @@ import dataclasses
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from lorabench.cli.common import console, user_errors
@@ -18,7 +19,7 @@ def _defaults(params_cls: type) -> str:
 
 
 def variants_command() -> None:
-    """Every variant: taxonomy family, equations, hyperparameter defaults, merge, PEFT."""
+    """Every variant: taxonomy family, equations, hyperparameter defaults, merge, PEFT, notes."""
     from lorabench.variants import get_variant, variant_names
 
     table = Table(title="LoRA variants")
@@ -33,6 +34,11 @@ def variants_command() -> None:
             "yes" if spec.merges else "no", "yes" if spec.peft else "no",
         )  # fmt: skip
     console.print(table)
+    for name in variant_names():
+        note = get_variant(name).notes
+        if note:
+            # Unwrapped, so a note reads (and can be searched for) as one line.
+            console.print(f"[bold]{name}[/]: {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def tasks_command(

@@ -295,6 +295,9 @@ class VariantSpec:
     equations: str
     merges: bool
     summary: str
+    # Where the variant knowingly differs from PEFT's or the paper's version; `lorabench variants`
+    # prints it so nobody compares runs unaware.
+    notes: str = ""
     peft_export: PeftExport | None = None
     # Training hooks, called by the trainer generically (see PrepareContext, StepContext):
     # prepare(ctx) -> state dict: data-driven init before training; its state is saved, and

@@ -85,14 +85,18 @@ class DoRALinear(AdapterLinear):
         """
         weight, a, b = self.base.weight, self.lora_A, self.lora_B
         s = self.scaling
+        # At least fp32 (bf16/fp16 lose the norm's precision), never less than the weight: a
+        # float64 layer keeps float64 (vector_norm refuses a narrowing dtype).
+        acc = torch.promote_types(weight.dtype, torch.float32)
         with torch.autocast(weight.device.type, enabled=False):
             a = a.to(weight.dtype)
             b = b.to(weight.dtype)
-            w_a = F.linear(weight, a).float()  # (out, r) = W A^T
-            gram = a.float() @ a.float().T  # (r, r)
-            b32 = b.float()
-            squared = torch.linalg.vector_norm(weight, dim=1, dtype=torch.float32).square()
-            squared = squared + 2.0 * s * (b32 * w_a).sum(1) + s * s * ((b32 @ gram) * b32).sum(1)
+            w_a = F.linear(weight, a).to(acc)  # (out, r) = W A^T
+            gram = a.to(acc) @ a.to(acc).T  # (r, r)
+            b_acc = b.to(acc)
+            squared = torch.linalg.vector_norm(weight, dim=1, dtype=acc).square()
+            cross = 2.0 * s * (b_acc * w_a).sum(1)
+            squared = squared + cross + s * s * ((b_acc @ gram) * b_acc).sum(1)
             norm = squared.clamp_min(0.0).sqrt()
         # Round to the parameter dtype first so a fresh bf16 layer also has m / norm == 1.
         # A zero row (W_i + s (B A)_i = 0) would give 0 / 0: clamp so the row stays zero instead.
@@ -115,18 +119,25 @@ class DoRALinear(AdapterLinear):
         return F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
 
     def adapted_forward(self, x: Tensor) -> Tensor:
-        # Eq. (68) applied to x without a dense update (cf. Eq. (135)):
-        # g * (W x + s B A x') + b  =  base(x) + (g - 1) * W x + g * s B A x',  x' = dropout(x).
-        # Written as a correction to base(x) so a fresh layer (g == 1, B == 0) returns it exactly.
+        # Eq. (68) applied to x without a dense update (cf. Eq. (135)), with dropout where PEFT
+        # and the official DoRA code put it, on both adapter terms (so training matches them):
+        # base(x) + (g - 1) * W x' + g * s B A x',  x' = dropout(x); without dropout this is
+        # g * (W x + s B A x) + b. Written as a correction to base(x) so a fresh layer
+        # (g == 1, B == 0) returns it exactly.
         # Under checkpoint_adapter the whole layer is recomputed: the base output feeds the
         # magnitude gradient, so keeping it would keep DoRA's extra activations.
         return self.run_adapter(self._forward, x)
 
     def _forward(self, x: Tensor) -> Tensor:
         out = self.base(x)
-        bias = self.base.bias
-        wx = out if bias is None else out - bias.to(out.dtype)
-        update = self.adapter_forward(self.dropout(x)).to(out.dtype)
+        dropped = self.dropout(x)
+        if self.dropout.training and not isinstance(self.dropout, nn.Identity):
+            # The (g - 1) W x' term needs W times the dropped input: one more matmul, as in PEFT.
+            wx = F.linear(dropped, self.base.weight).to(out.dtype)
+        else:
+            bias = self.base.bias
+            wx = out if bias is None else out - bias.to(out.dtype)
+        update = self.adapter_forward(dropped).to(out.dtype)
         return _Combine.apply(out, wx, update, self.magnitude_scale().to(out.dtype))
 
     @classmethod

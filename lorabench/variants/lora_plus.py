@@ -1,6 +1,12 @@
 """LoRA+ (Hayou et al., paper §II-C1, Eqs. (62)-(64)): plain LoRA with eta_B = ratio * eta_A.
 
 The layer is LoRA's; only the optimizer groups differ, so PEFT exports it as a plain LoRA.
+
+Learning rates follow PEFT's `create_loraplus_optimizer` (and the official LoRA+ code), not the
+paper's "A and other trainable parameters at the base rate": every B and every trainable 1-D
+parameter (a new head's bias, a LayerNorm) gets lr * ratio; A and other matrices (the head's
+weight) get lr. Reason: the benchmark is checked for equivalence with PEFT, and a LoRA+ run must
+train as PEFT's does. PEFT's separate embedding rate never applies: we wrap only nn.Linear.
 """
 
 from __future__ import annotations
@@ -35,15 +41,18 @@ class LoRAPlusLinear(LoRALinear):
 
 
 def loraplus_param_groups(model: nn.Module, lr: float, params: LoRAPlusParams) -> list[dict]:
-    """Groups: every B at lr * ratio; A and every other trainable parameter (the head) at lr.
+    """Groups: A and other trainable matrices at lr; every B and 1-D parameter at lr * ratio.
 
-    The paper puts "matrix A and other trainable parameters" at the base rate (§V, learning-rate
-    sweep). PEFT's create_loraplus_optimizer and the official code also give 1-D parameters
-    (e.g. the head's bias) the B rate; we follow the paper.
+    Eq. (64)'s eta_B / eta_A = ratio for B; 1-D parameters join B as in PEFT (module docstring).
+    The base-rate group comes first: the trainer logs its lr.
     """
     layers = [layer for _, layer in adapter_layers(model) if isinstance(layer, LoRAPlusLinear)]
+    # B in layer order first, so runs without trainable 1-D parameters keep their old groups
+    # (and their checkpoints' optimizer state lines up on resume).
     fast = {id(layer.lora_B): layer.lora_B for layer in layers if layer.lora_B.requires_grad}
-    slow = [p for p in model.parameters() if p.requires_grad and id(p) not in fast]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    fast.update((id(p), p) for p in trainable if p.ndim == 1)
+    slow = [p for p in trainable if id(p) not in fast]
     groups = [
         {"params": slow, "lr": lr},
         {"params": list(fast.values()), "lr": lr * params.lr_ratio},

@@ -159,6 +159,11 @@ SPEC = register(
         equations="Eq. (24)-(26)",
         merges=True,
         summary="Frozen shared random A, B sliced per layer; trains only vectors d and b.",
+        notes=(
+            "Scales the update by alpha/r (Eq. (26)); PEFT's VeRA has no scaling, so the same d "
+            "and b give alpha/r times PEFT's update (2x PEFT's at the default alpha = 2r). The "
+            "PEFT export folds alpha/r into b, so exported models match."
+        ),
         peft_export=PeftExport(make_config=peft_vera_config, copy_weights=copy_vera_to_peft),
     )
 )
