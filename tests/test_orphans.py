@@ -24,6 +24,7 @@ from sqlalchemy import select, text, update
 
 from lorabench.config import resolve_job
 from lorabench.store import (
+    StoreError,
     claim,
     database_time,
     enqueue,
@@ -32,6 +33,7 @@ from lorabench.store import (
     reclaim,
     register_worker,
 )
+from lorabench.store.migrate import upgrade
 from lorabench.store.models import SCHEMA_VERSION, Attempt, Job, Metric, SchemaVersion, Worker
 from lorabench.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from lorabench.worker.lifeline import WORKER_PID_ENV, holder_state, process_identity
@@ -482,23 +484,25 @@ def test_only_a_proven_dead_holder_on_this_host_loses_its_job_at_once(engine):
         live.communicate(b"")
 
 
-def test_a_database_of_the_previous_schema_gains_the_worker_identity(db_url: str):
+def test_a_database_of_the_previous_schema_gains_the_worker_identity_by_db_upgrade(db_url: str):
     engine = open_engine(db_url, create=True)
     with engine.begin() as conn:  # as lorabench with schema 1 left it
+        conn.execute(text("DROP TABLE outcome"))
         conn.execute(text("ALTER TABLE worker DROP COLUMN process_start"))
         conn.execute(SchemaVersion.__table__.delete())
         conn.execute(SchemaVersion.__table__.insert().values(version=1, applied_at=0))
     engine.dispose()
-    read_only = open_engine(db_url, read_only=True)  # status and report read it as it is
-    with read_only.connect() as conn:
-        assert conn.execute(select(SchemaVersion.version)).scalars().all() == [1]
-    read_only.dispose()
-    engine = open_engine(db_url)  # a worker's open upgrades it
+    for read_only in (True, False):  # nothing upgrades it silently, readers included
+        with pytest.raises(StoreError, match="lorabench db upgrade"):
+            open_engine(db_url, read_only=read_only)
+    engine = open_engine(db_url, allow_older=True)  # what `lorabench db upgrade` does
+    assert upgrade(engine).done == ("added worker.process_start", "created table outcome")
+    assert upgrade(engine).done == ()  # once
+    engine.dispose()
+    engine = open_engine(db_url)
     assert register_worker(engine, "cpu", process_start="x y 1") == 1
-    again = open_engine(db_url)  # once
-    with again.connect() as conn:
+    with engine.connect() as conn:
         versions = conn.execute(select(SchemaVersion.version)).scalars().all()
-        assert sorted(versions) == [1, SCHEMA_VERSION]
+        assert sorted(versions) == [1, 2, SCHEMA_VERSION]
         assert conn.execute(select(Worker.process_start)).scalar_one() == "x y 1"
-    again.dispose()
     engine.dispose()

@@ -2,6 +2,7 @@
 
 import typer
 
+from lorabench.cli.db import db_app
 from lorabench.cli.export import export_command
 from lorabench.cli.jobs import cancel_command, retry_command
 from lorabench.cli.plan import plan_command
@@ -30,3 +31,4 @@ app.command("export")(export_command)
 app.command("variants")(variants_command)
 app.command("tasks")(tasks_command)
 app.command("slurm")(slurm_command)
+app.add_typer(db_app, name="db")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sqlite3
 import time
 import urllib.parse
@@ -16,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlmodel import Session, SQLModel
 
-from lorabench.store.models import SCHEMA_VERSION, SchemaVersion, upgrade_schema
+from lorabench.store.models import SCHEMA_VERSION, SchemaVersion
 
 DEFAULT_DB = "lorabench.db"
 BUSY_TIMEOUT_MS = 60_000
@@ -76,12 +77,17 @@ def _refuse_network_filesystem(path: Path) -> None:
         )
 
 
-def open_engine(db: str | None, *, read_only: bool = False, create: bool = False) -> Engine:
-    """An engine for `db`. Only `plan` passes create=True; report/status pass read_only=True."""
+def open_engine(
+    db: str | None, *, read_only: bool = False, create: bool = False, allow_older: bool = False
+) -> Engine:
+    """An engine for `db`. Only `plan` passes create=True; report/status pass read_only=True.
+
+    A database whose schema is older than this lorabench's is refused (it names `lorabench db
+    upgrade`), except with `allow_older`, which only the `db` commands pass."""
     url = normalise_url(db)
     path = sqlite_path(url)
     if path is None:
-        return _open_server(url, read_only=read_only, create=create)
+        return _open_server(url, read_only=read_only, create=create, allow_older=allow_older)
     if not path.exists() and not create:
         raise StoreError(
             f"no database at {path}; plan a sweep first (lorabench plan ...) or pass --db"
@@ -93,7 +99,7 @@ def open_engine(db: str | None, *, read_only: bool = False, create: bool = False
     if path.exists():
         _check_sqlite_file(path, create=create)
     if read_only:
-        return _sqlite_read_only(path)
+        return _sqlite_read_only(path, allow_older=allow_older)
     if path.exists() and not os.access(path, os.W_OK):
         raise StoreError(f"{path} is read-only; workers and plan need to write to it")
     engine = create_engine(
@@ -118,14 +124,16 @@ def open_engine(db: str | None, *, read_only: bool = False, create: bool = False
         # with "database is locked" without waiting for busy_timeout.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
-    return _checked(engine, path, create=create)
+    return _checked(engine, path, create=create, allow_older=allow_older)
 
 
 @contextmanager
-def opened(db: str | None, *, read_only: bool = False, create: bool = False) -> Iterator[Engine]:
+def opened(
+    db: str | None, *, read_only: bool = False, create: bool = False, allow_older: bool = False
+) -> Iterator[Engine]:
     """`open_engine` for the length of a command; closing its connections at the end keeps
     SQLite's WAL checkpoint from happening later, at some garbage collection."""
-    engine = open_engine(db, read_only=read_only, create=create)
+    engine = open_engine(db, read_only=read_only, create=create, allow_older=allow_older)
     try:
         yield engine
     finally:
@@ -194,7 +202,7 @@ def _damaged(path: Path, reason: str) -> str:
     )
 
 
-def _sqlite_read_only(path: Path) -> Engine:
+def _sqlite_read_only(path: Path, *, allow_older: bool) -> Engine:
     def connect() -> sqlite3.Connection:
         connection = sqlite3.connect(
             _read_only_uri(path), uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
@@ -204,7 +212,7 @@ def _sqlite_read_only(path: Path) -> Engine:
         return connection
 
     engine = create_engine("sqlite://", creator=connect)
-    return _checked(engine, path, create=False, read_only=True)
+    return _checked(engine, path, create=False, allow_older=allow_older)
 
 
 SERVER_URL_FORM = "postgresql+psycopg://user:password@host:5432/dbname"
@@ -215,7 +223,7 @@ def hide_password(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
-def _open_server(url: str, *, read_only: bool, create: bool) -> Engine:
+def _open_server(url: str, *, read_only: bool, create: bool, allow_older: bool) -> Engine:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as error:
@@ -243,17 +251,15 @@ def _open_server(url: str, *, read_only: bool, create: bool) -> Engine:
         ) from None
     except (ArgumentError, NoSuchModuleError, ValueError) as error:
         raise StoreError(f"cannot use database URL {shown}: {error}") from None
-    return _checked(engine, shown, create=create, read_only=read_only)
+    return _checked(engine, shown, create=create, allow_older=allow_older)
 
 
-def _checked(engine: Engine, where: object, *, create: bool, read_only: bool = False) -> Engine:
+def _checked(engine: Engine, where: object, *, create: bool, allow_older: bool = False) -> Engine:
     try:
-        if create:
-            create_schema(engine)
-        else:
-            check_schema(engine, where)
-        if not read_only:
-            upgrade_schema(engine)  # a database of an older lorabench gains what it lacks
+        check_schema(engine, where, create=create, allow_older=allow_older)
+    except StoreError:
+        engine.dispose()
+        raise
     except DatabaseError as error:
         engine.dispose()
         reason = database_error_reason(error)
@@ -277,27 +283,51 @@ def database_error_reason(error: DatabaseError) -> str:
 
 
 def create_schema(engine: Engine) -> None:
+    """A new database: every table, at SCHEMA_VERSION."""
     SQLModel.metadata.create_all(engine)
     with Session(engine) as session:
         versions = session.exec(select(SchemaVersion.version)).scalars().all()
         newest = max(versions, default=None)
         if newest is not None and newest > SCHEMA_VERSION:
-            raise StoreError(_newer_schema(newest))
+            raise StoreError(newer_schema(newest))
         if newest is None:
             session.add(SchemaVersion(version=SCHEMA_VERSION, applied_at=time.time()))
             session.commit()
 
 
-def check_schema(engine: Engine, where: object) -> None:
+def check_schema(engine: Engine, where: object, *, create: bool, allow_older: bool) -> None:
+    """Refuse a database this lorabench cannot use as it is, before anything writes to it.
+
+    Only a new database (no `schema_version` table, or one left empty by a creation cut short)
+    is given the schema, and only with `create`. An older schema is never upgraded here: that
+    is `lorabench db upgrade`'s job alone."""
     if not inspect(engine).has_table("schema_version"):
-        raise StoreError(f"{where} holds no lorabench schema; plan a sweep into it first")
+        if not create:
+            raise StoreError(f"{where} holds no lorabench schema; plan a sweep into it first")
+        create_schema(engine)
+        return
     with Session(engine) as session:
-        newest = session.exec(select(SchemaVersion.version)).scalars().all()
-    if newest and max(newest) > SCHEMA_VERSION:
-        raise StoreError(_newer_schema(max(newest)))
+        versions = session.exec(select(SchemaVersion.version)).scalars().all()
+    newest = max(versions, default=None)
+    if newest is None:
+        if create:
+            create_schema(engine)
+        return
+    if newest > SCHEMA_VERSION:
+        raise StoreError(newer_schema(newest))
+    if newest < SCHEMA_VERSION and not allow_older:
+        raise StoreError(older_schema(newest, where))
 
 
-def _newer_schema(version: int) -> str:
+def older_schema(version: int, where: object) -> str:
+    return (
+        f"database {where} has schema version {version}, this lorabench needs "
+        f"{SCHEMA_VERSION}: run `lorabench db upgrade --db {shlex.quote(str(where))}` "
+        "(back it up first)"
+    )
+
+
+def newer_schema(version: int) -> str:
     return (
         f"the database was written by a newer lorabench (schema {version}, this one knows "
         f"{SCHEMA_VERSION}); upgrade lorabench"

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
-from sqlalchemy import Column, Engine, LargeBinary, Text, UniqueConstraint, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-# 2: worker.process_start (a worker on the same host can prove another one dead).
-# 3: the outcome table (per-example evaluation results for paired tests).
+# 1: the released lorabench. 2: worker.process_start (a worker on the same host can prove
+# another one dead). 3: the outcome table (per-example evaluation results for paired tests).
+# A new version needs a step in migrate.STEPS; `lorabench db upgrade` applies them.
 SCHEMA_VERSION = 3
 
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -112,38 +109,3 @@ class Outcome(SQLModel, table=True):
     split: str  # eval | select, as in Metric
     epoch: int
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-
-
-# What each schema version added to an existing table: (version, table, column, SQL type). Only
-# nullable columns, so rows written before stay valid.
-ADDED_COLUMNS = ((2, "worker", "process_start", "TEXT"),)
-
-
-def upgrade_schema(engine: Engine) -> None:
-    """Bring a database written by an older lorabench up to SCHEMA_VERSION (a writable open
-    does this; read-only ones never write and read no column added since). Safe when several
-    workers open the database at once: on SQLite the look and the change share one
-    BEGIN IMMEDIATE transaction; PostgreSQL has ADD COLUMN IF NOT EXISTS."""
-    with engine.connect() as conn:
-        newest = conn.execute(select(func.max(SchemaVersion.version))).scalar()
-    if newest is None or newest >= SCHEMA_VERSION:
-        return
-    with engine.begin() as conn:
-        postgres = conn.dialect.name == "postgresql"
-        for version, table, column, sql_type in ADDED_COLUMNS:
-            if version <= newest:
-                continue
-            if postgres:
-                conn.exec_driver_sql(
-                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql_type}"
-                )
-                continue
-            present = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
-            if column not in present:
-                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
-        insert = pg_insert if postgres else sqlite_insert
-        conn.execute(
-            insert(SchemaVersion)
-            .values(version=SCHEMA_VERSION, applied_at=time.time())
-            .on_conflict_do_nothing()
-        )
