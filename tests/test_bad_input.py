@@ -397,10 +397,9 @@ def test_lr_labels_are_numbers_in_the_frame():
     """The lr report labels rows with %g of rank and alpha, whatever the frame's dtypes."""
     import pandas as pd
 
-    from lorabench.report.lr import _label_variants
+    from lorabench.report.configs import row_labels
 
     jobs = pd.DataFrame({"variant": ["lora", "lora"], "model": ["m", "m"], "rank": [4, 8],
                          "alpha": [16.0, 16.0]})  # fmt: skip
-    empty = jobs.iloc[:0]
-    assert _label_variants(empty, jobs).empty
-    assert list(_label_variants(jobs, jobs)["variant"]) == ["lora r=4", "lora r=8"]
+    assert row_labels(jobs.iloc[:0]).empty
+    assert row_labels(jobs).tolist() == ["lora r=4", "lora r=8"]

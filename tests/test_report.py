@@ -1,28 +1,201 @@
-"""Reporting: score selection, seed aggregation, table rendering and figures, on hand-made data."""
+"""Reporting basics on small synthetic databases: epoch rules, one configuration per cell, row
+labels, --where, metrics that declare their direction and units, and the lr table's rendering."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
 import pytest
+from report_db import ReportDB
+from typer.testing import CliRunner
 
-from lorabench.report.aggregate import (
-    LrGrid,
-    format_cell,
+from lorabench.cli import app
+from lorabench.report.configs import (
+    apply_where,
+    base_point,
     format_lr,
-    job_scores,
-    lr_grid,
+    parse_where,
+    row_labels,
+    varying_fields,
 )
-from lorabench.report.figures import lr_sweep_figure, save_figure
-from lorabench.report.render import long_form, markdown_table, rich_table, write_table
+from lorabench.report.load import job_frame
+from lorabench.report.registry import build_tables, figure_names, table_names
+from lorabench.report.render import CSV_COLUMNS, long_form, markdown, rich_tables
+from lorabench.report.select import Scoring, score_jobs
+from lorabench.tasks import base as task_base
+
+BBC = {"task": "bbc-news", "variant": "lora"}
+NOOP = {"task": "noop", "variant": "lora", "lr": 1e-3}
+
+
+def _scores(data, **scoring) -> pd.DataFrame:  # noqa: ANN001
+    return score_jobs(data, Scoring(**scoring)).set_index("job_id")
+
+
+# --------------------------------------------------------------------------- epoch rules
+
+
+@pytest.fixture
+def epochs_db(tmp_path):
+    db = ReportDB(tmp_path / "e.db")
+    a = db.add({**BBC, "lr": 1e-4}, test={"accuracy": [0.80, 0.85, 0.82]},
+               select_={"accuracy": [0.70, 0.60, 0.75]}, attempts=2)  # fmt: skip
+    b = db.add({**BBC, "lr": 1e-4, "seed": 1}, test={"accuracy": [0.60, 0.70, None]})
+    db.close()
+    return db, a, b
+
+
+def test_test_rule_takes_the_best_test_epoch(epochs_db):
+    db, a, b = epochs_db
+    with db.data() as data:
+        scores = _scores(data, select="test")
+    assert scores.loc[a, ["epoch", "score", "select_score", "by"]].tolist() == [2, 0.85, 0.60,
+                                                                                "test"]  # fmt: skip
+    # A NULL (NaN) epoch never wins; a decoy row of an earlier attempt never counts.
+    assert scores.loc[b, ["epoch", "score"]].tolist() == [2, 0.70]
+    assert not scores["fallback"].any()
+
+
+def test_val_rule_takes_the_best_select_epoch_and_reports_its_test_score(epochs_db):
+    db, a, b = epochs_db
+    with db.data() as data:
+        scores = _scores(data)  # the default: val
+    assert scores.loc[a, ["epoch", "score", "select_score", "by"]].tolist() == [3, 0.82, 0.75,
+                                                                                "val"]  # fmt: skip
+    assert not scores.at[a, "fallback"]
+    # No select rows: the test rule, flagged.
+    assert scores.loc[b, ["epoch", "score", "by"]].tolist() == [2, 0.70, "test"]
+    assert scores.at[b, "fallback"]
+
+
+def test_last_rule_takes_the_last_epoch_under_either_select(epochs_db):
+    db, a, b = epochs_db
+    with db.data() as data:
+        for select in ("val", "test"):
+            scores = _scores(data, rule="last", select=select)
+            assert scores.loc[a, ["epoch", "score", "by"]].tolist() == [3, 0.82, "last"]
+            assert scores.loc[b, ["epoch", "score"]].tolist() == [2, 0.70]
+
+
+def test_select_metric_and_its_direction_choose_the_epoch(tmp_path, monkeypatch):
+    info, factory = task_base._REGISTRY["bbc-news"]
+    monkeypatch.setitem(task_base._REGISTRY, "bbc-news",
+                        (dataclasses.replace(info, select_metric="loss"), factory))  # fmt: skip
+    db = ReportDB(tmp_path / "s.db")
+    job = db.add({**BBC, "lr": 1e-4}, test={"accuracy": [0.5, 0.6, 0.7]},
+                 select_={"loss": [0.5, 0.3, 0.4], "accuracy": [0.1, 0.2, 0.9]})  # fmt: skip
+    db.close()
+    with db.data() as data:
+        scores = _scores(data)
+    # Read on "loss", lower is better: epoch 2, not the select accuracy's epoch 3.
+    assert scores.loc[job, ["epoch", "score", "select_score"]].tolist() == [2, 0.6, 0.3]
+
+
+def test_unknown_rule_select_and_metric_are_refused(epochs_db):
+    db, _, _ = epochs_db
+    with pytest.raises(ValueError, match="--rule 'mean'"):
+        Scoring(rule="mean")
+    with pytest.raises(ValueError, match="--select 'dev'"):
+        Scoring(select="dev")
+    with db.data() as data, pytest.raises(ValueError, match="'f1'; metrics present: accuracy"):
+        score_jobs(data, Scoring(metric="f1"))
+
+
+# --------------------------------------------------------------------------- configurations
+
+
+def _jobs(*configs: dict) -> pd.DataFrame:
+    from lorabench.config import resolve_job
+
+    rows = []
+    for i, config in enumerate(configs, start=1):
+        job = resolve_job(config)
+        rows.append((i, "s", job.model_dump(mode="json"), job.group_hash, "done"))
+    return job_frame(rows)
+
+
+def test_rows_are_labelled_with_every_field_that_varies():
+    jobs = _jobs(
+        {**NOOP, "variant": "dora", "rank": 16, "alpha": 32},
+        {**NOOP, "variant": "dora"},
+        {**NOOP, "variant": "randlora", "variant_params": {"max_basis_dim": 1024}},
+        {**NOOP, "variant": "randlora", "variant_params": {"max_basis_dim": 4096}},
+        {**NOOP, "dropout": 0.1},
+        {**NOOP, "dropout": 0.1, "seed": 1},  # a seed is pooled, never a label
+        {**NOOP, "lr": 1e-4, "dropout": 0.2},  # lr is the table's axis here: no other lora
+        NOOP,
+    )
+    assert varying_fields(jobs, ("task", "lr")) == [
+        "variant_params.max_basis_dim", "rank", "alpha", "dropout",
+    ]  # fmt: skip
+    assert row_labels(jobs, ("task", "lr")).tolist() == [
+        "dora r=16 α=32 dropout=0", "dora r=8 α=16 dropout=0", "randlora max_basis_dim=1024 "
+        "r=8 α=16 dropout=0", "randlora max_basis_dim=4096 r=8 α=16 dropout=0",
+        "lora r=8 α=16 dropout=0.1", "lora r=8 α=16 dropout=0.1", "lora r=8 α=16 dropout=0.2",
+        "lora r=8 α=16 dropout=0",
+    ]  # fmt: skip
+    # Without lr among the axes, lr labels the rows as well.
+    assert "lr=1e-04" in row_labels(jobs)[6]
+
+
+def test_per_variant_settings_that_never_vary_within_a_variant_are_not_labels():
+    jobs = _jobs(
+        {**NOOP, "variant": "randlora", "variant_params": {"max_basis_dim": 1024}},
+        {**NOOP, "batch_size": 16},
+        {**NOOP, "batch_size": 32},
+    )
+    assert row_labels(jobs, ("task", "lr")).tolist() == ["randlora bs=8", "lora bs=16",
+                                                         "lora bs=32"]  # fmt: skip
+
+
+def test_lr_labels_are_numbers_in_the_frame():
+    jobs = pd.DataFrame({"job_id": [1, 2], "variant": ["lora", "lora"], "model": ["m", "m"],
+                         "rank": [4, 8], "alpha": [16.0, 16.0]})  # fmt: skip
+    assert row_labels(jobs).tolist() == ["lora r=4", "lora r=8"]
+    assert row_labels(jobs.iloc[:0]).empty
+
+
+def test_base_point_is_the_most_frequent_value_ties_smallest_unset_last():
+    jobs = pd.DataFrame({"a": [1, 2, 2, 1, None, None], "b": [None, None, None, 5, 5, 5]})
+    assert base_point(jobs, ("a", "b")) == {"a": 1.0, "b": 5.0}
+    assert base_point(jobs.iloc[:3], ("b",)) == {"b": None}
+
+
+def test_where_reads_values_as_the_fields_type_and_narrows():
+    jobs = _jobs(
+        {**NOOP, "batch_size": 16}, {**NOOP, "batch_size": 32}, {**NOOP, "lr": 1e-4},
+        {**NOOP, "variant": "randlora", "variant_params": {"max_basis_dim": 1024}},
+    )  # fmt: skip
+    filters = parse_where(["batch_size=16", "lr=1e-3", "rank=8", "dropout=0"], jobs)
+    assert filters == [("batch_size", 16), ("lr", 0.001), ("rank", 8), ("dropout", 0.0)]
+    from lorabench.report.load import Data
+
+    empty = pd.DataFrame(columns=["job_id", "epoch", "metric", "value"])
+    data = Data(jobs, empty, empty, empty.drop(columns="epoch"))
+    assert apply_where(data, filters).jobs["job_id"].tolist() == [1]
+    params = parse_where(["variant_params.max_basis_dim=1024"], jobs)
+    assert apply_where(data, params).jobs["job_id"].tolist() == [4]
+    assert parse_where(["train_size=none", "targets=a,b"], jobs) == [
+        ("train_size", None), ("targets", "a,b"),
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="unknown field 'batch'; fields: task, task_params"):
+        parse_where(["batch=16"], jobs)
+    with pytest.raises(ValueError, match="--where 'rank=abc': rank input should be a valid"):
+        parse_where(["rank=abc"], jobs)
+    with pytest.raises(ValueError, match="expected FIELD=VALUE"):
+        parse_where(["rank"], jobs)
+
+
+# --------------------------------------------------------------------------- the lr table
 
 LRS = (1e-4, 3e-4, 1e-3)
-# (variant, lr, seed) -> accuracy at epochs 1, 2, 3 (finished jobs only).
+# (variant, lr, seed) -> accuracy at epochs 1, 2, 3.
 ACC = {
     ("lora", 1e-4, 0): [0.80, 0.82, 0.81],  # best epoch 2, not the last
     ("lora", 1e-4, 1): [0.78, 0.83, 0.84],
-    ("lora", 3e-4, 0): [0.85, 0.88, 0.86],  # best epoch 2
+    ("lora", 3e-4, 0): [0.85, 0.88, 0.86],
     ("lora", 3e-4, 1): [0.86, 0.87, 0.91],
     ("lora", 1e-3, 0): [0.70, 0.75, 0.74],  # single finished seed (seed 1 failed)
     ("dora", 1e-4, 0): [0.81, 0.84, 0.85],
@@ -30,262 +203,131 @@ ACC = {
     ("dora", 3e-4, 0): [0.87, 0.91, 0.90],
     ("dora", 3e-4, 1): [0.88, 0.89, 0.93],
 }
-UNFINISHED = {
-    ("lora", 1e-3, 1): "failed",
-    ("dora", 1e-3, 0): "queued",
-    ("dora", 1e-3, 1): "running",
-}
-SQRT_2E4 = 0.01414213562373095  # sample std of two values 0.02 apart
-SQRT_45E5 = 0.021213203435596427  # sample std of two values 0.03 apart
-SQRT_5E5 = 0.007071067811865475  # sample std of two values 0.01 apart
+UNFINISHED = {("lora", 1e-3, 1): "failed", ("dora", 1e-3, 0): "queued",
+              ("dora", 1e-3, 1): "running"}  # fmt: skip
 
 
-def _job(job_id: int, task: str, variant: str, lr: float, seed: int) -> dict:
-    return {
-        "job_id": job_id,
-        "sweep": "s1",
-        "task": task,
-        "model": "minilm",
-        "variant": variant,
-        "rank": 8,
-        "alpha": 16.0,
-        "lr": lr,
-        "seed": seed,
-        "group_hash": f"{variant}-{lr:g}",
-    }
-
-
-def make_frames(task: str = "sst2", first_id: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
-    evals, jobs = [], []
-    job_id = first_id
+@pytest.fixture(scope="module")
+def lr_db(tmp_path_factory):
+    db = ReportDB(tmp_path_factory.mktemp("lr") / "lr.db")
     for (variant, lr, seed), values in ACC.items():
-        job = _job(job_id, task, variant, lr, seed)
-        jobs.append({**job, "state": "done"})
-        for epoch, value in enumerate(values, start=1):
-            evals.append({**job, "epoch": epoch, "metric": "accuracy", "value": value})
-            # A second metric with larger values: selection must filter by metric.
-            evals.append({**job, "epoch": epoch, "metric": "loss", "value": 10.0 + epoch})
-        job_id += 1
+        db.add({**BBC, "variant": variant, "lr": lr, "seed": seed},
+               test={"accuracy": values, "loss": [1.0 - v for v in values]})  # fmt: skip
     for (variant, lr, seed), state in UNFINISHED.items():
-        jobs.append({**_job(job_id, task, variant, lr, seed), "state": state})
-        job_id += 1
-    return pd.DataFrame(evals), pd.DataFrame(jobs)
+        db.add({**BBC, "variant": variant, "lr": lr, "seed": seed}, state=state)
+    db.close()
+    return db
 
 
-@pytest.fixture
-def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
-    return make_frames()
+def test_lr_table_markdown_with_intervals_bold_and_pending(lr_db):
+    with lr_db.data() as data:
+        (table,) = build_tables("lr", data, Scoring(select="test"))
+    assert table.stem == "lr-table-bbc-news"
+    lines = markdown(table).splitlines()
+    assert lines[0] == "# bbc-news: accuracy (best epoch) by variant and learning rate"
+    assert lines[4] == "| variant | 1e-04 | 3e-04 | 1e-03 | best LR |"
+    assert lines[6] == (
+        "| dora | **85.50 ± 0.71 [79.15, 91.85]** | **92.00 ± 1.41 [79.29, 104.71]** | "
+        "— (1 queued, 1 running) | 3e-04 |"
+    )
+    assert lines[7] == (
+        "| lora | 83.00 ± 1.41 [70.29, 95.71] | 89.50 ± 2.12 [70.44, 108.56] | **75.00** | 3e-04 |"
+    )
+    text = markdown(table)
+    assert "ddof=1" in text and "Student t" in text
+    assert "best LR: the learning rate with the best mean test score" in text
+    # No outcomes stored: no ≈, and the note says why.
+    assert "≈ not tested for 2 cell(s): no per-example outcomes stored" in text
 
 
-@pytest.fixture
-def grid(frames) -> LrGrid:
-    evals, jobs = frames
-    return lr_grid(evals, jobs, "accuracy")
+def test_lr_table_val_rule_without_select_rows_says_so(lr_db):
+    with lr_db.data() as data:
+        (table,) = build_tables("lr", data, Scoring())
+    text = markdown(table)
+    assert "(best epoch on the select split)" in text.splitlines()[0]
+    assert "--select val: 9 job(s) have no select rows" in text
+    assert "the paper's rule" in text
+    # Scores are the test rule's, as said.
+    assert table.blocks[0].cell("lora", "1e-04").mean == pytest.approx(83.0)
 
 
-def test_job_scores_best_epoch(frames):
-    evals, _ = frames
-    scores = job_scores(evals, "accuracy")
-    assert len(scores) == 9
-    assert list(scores.columns) == [
-        "job_id", "sweep", "task", "model", "variant", "rank", "alpha", "lr", "seed",
-        "group_hash", "score", "epoch",
-    ]  # fmt: skip
-    assert scores["score"].tolist() == [0.82, 0.84, 0.88, 0.91, 0.75, 0.85, 0.86, 0.91, 0.93]
-    assert scores["epoch"].tolist() == [2, 3, 2, 3, 2, 3, 2, 2, 3]
-    first = scores.iloc[0]
-    assert (first["job_id"], first["variant"], first["lr"], first["seed"]) == (1, "lora", 1e-4, 0)
+def test_lr_table_csv_and_rich(lr_db, tmp_path):
+    with lr_db.data() as data:
+        (table,) = build_tables("lr", data, Scoring(select="test"))
+    frame = long_form(table)
+    assert list(frame.columns) == CSV_COLUMNS
+    row = frame[(frame["row"] == "lora") & (frame["column"] == "3e-04")].iloc[0]
+    assert (row["mean"], row["n"]) == (pytest.approx(89.5), 2)
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(70.4407, abs=1e-3),
+                                               pytest.approx(108.5593, abs=1e-3))  # fmt: skip
+    best = frame[(frame["row"] == "dora") & (frame["column"] == "best LR")].iloc[0]
+    assert best["label"] == "3e-04" and math.isnan(best["mean"])
+    (rich,) = rich_tables(table)
+    assert [c.header for c in rich.columns] == ["variant", "1e-04", "3e-04", "1e-03", "best LR"]
+    assert [c.style for c in rich.columns[3].cells] == ["dim", "bold"]
 
 
-def test_job_scores_last_epoch(frames):
-    evals, _ = frames
-    scores = job_scores(evals, "accuracy", rule="last")
-    assert scores["score"].tolist() == [0.81, 0.84, 0.86, 0.91, 0.74, 0.85, 0.84, 0.90, 0.93]
-    assert scores["epoch"].tolist() == [3] * 9
+def test_lower_is_better_metric_is_ranked_by_its_minimum(lr_db):
+    with lr_db.data() as data:
+        (table,) = build_tables("lr", data, Scoring(metric="loss", select="test"))
+    block = table.blocks[0]
+    # loss = 1 - accuracy, best (lowest) epoch; not a percentage: 4 decimals, not x100.
+    assert block.cell("lora", "1e-04").mean == pytest.approx(0.17)
+    assert block.cell("lora", "1e-04").text(block.decimals["1e-04"], False).startswith("0.1700")
+    assert [block.cell(r, "1e-04").mark for r in block.rows] == ["best", ""]  # dora: 0.145
+    assert block.cell("lora", "1e-03").mark == "best"  # the only one: lowest by default
+    assert block.cell("dora", "best LR").label == "3e-04"  # min loss
 
 
-def test_job_scores_lower_is_better_and_ties_take_earliest_epoch(frames):
-    evals, _ = frames
-    assert job_scores(evals, "loss", higher_is_better=False)["score"].tolist() == [11.0] * 9
-    assert job_scores(evals, "loss", higher_is_better=False)["epoch"].tolist() == [1] * 9
-    tied = evals[evals["job_id"] == 1].assign(value=0.5)
-    assert job_scores(tied, "accuracy")["epoch"].tolist() == [1]
+def test_percent_follows_the_metric_declaration(tmp_path):
+    db = ReportDB(tmp_path / "n.db")
+    db.add(NOOP, test={"score": [-0.5, -0.25]})  # all in [-1, 1], yet not a fraction
+    db.close()
+    with db.data() as data:
+        (table,) = build_tables("lr", data, Scoring(select="test"))
+    cell = table.blocks[0].cell("lora", "1e-03")
+    assert cell.mean == pytest.approx(-0.25)
+    assert "| lora | **-0.2500** | 1e-03 |" in markdown(table)
 
 
-def test_job_scores_rejects_unknown_metric_and_rule(frames):
-    evals, _ = frames
-    with pytest.raises(ValueError, match=r"'f1'.*metrics present: accuracy, loss"):
-        job_scores(evals, "f1")
-    with pytest.raises(ValueError, match="rule"):
-        job_scores(evals, "accuracy", rule="mean")
+def test_two_batch_sizes_are_two_rows_not_one_cell(tmp_path):
+    db = ReportDB(tmp_path / "b.db")
+    db.add({**NOOP, "batch_size": 16}, test={"score": [-0.5]})
+    db.add({**NOOP, "batch_size": 32}, test={"score": [-0.1]})
+    db.close()
+    with db.data() as data:
+        (table,) = build_tables("lr", data, Scoring(select="test"))
+    block = table.blocks[0]
+    assert block.rows == ["lora bs=16", "lora bs=32"]
+    assert [block.cell(r, "1e-03").mean for r in block.rows] == pytest.approx([-0.5, -0.1])
+    assert [block.cell(r, "1e-03").n for r in block.rows] == [1, 1]
 
 
-def test_lr_grid_statistics(grid):
-    assert grid.variants == ["dora", "lora"]
-    assert grid.lrs == [1e-4, 3e-4, 1e-3]
-    assert grid.task == "sst2"
-    assert grid.mean.loc["lora"].tolist()[:2] == pytest.approx([0.83, 0.895])
-    assert grid.mean.at["lora", 1e-3] == pytest.approx(0.75)
-    assert grid.mean.loc["dora"].tolist()[:2] == pytest.approx([0.855, 0.92])
-    assert math.isnan(grid.mean.at["dora", 1e-3])
-    assert grid.std.at["lora", 1e-4] == pytest.approx(SQRT_2E4)
-    assert grid.std.at["lora", 3e-4] == pytest.approx(SQRT_45E5)
-    assert grid.std.at["dora", 1e-4] == pytest.approx(SQRT_5E5)
-    assert grid.std.at["dora", 3e-4] == pytest.approx(SQRT_2E4)
-    assert math.isnan(grid.std.at["lora", 1e-3])  # one seed: no std
-    assert grid.n.loc["lora"].tolist() == [2, 2, 1]
-    assert grid.n.loc["dora"].tolist() == [2, 2, 0]
-    # Only cells without any finished score describe their unfinished jobs.
-    assert grid.pending.loc["dora"].tolist() == ["", "", "1 queued, 1 running"]
-    assert grid.pending.loc["lora"].tolist() == ["", "", ""]
+def test_registry_lists_every_table_and_figure():
+    assert table_names() == ["glue", "highrank", "ic", "lr", "nlg", "overhead", "selection",
+                             "sensitivity", "ties"]  # fmt: skip
+    assert figure_names() == ["lr-sweep", "overhead", "sensitivity"]
+    result = CliRunner().invoke(app, ["report", "--table", "nope"])
+    assert result.exit_code == 2
+    assert "available tables: glue, highrank, ic, lr, nlg" in " ".join(result.output.split())
 
 
-def test_lr_grid_last_rule(frames):
-    evals, jobs = frames
-    grid = lr_grid(evals, jobs, "accuracy", rule="last")
-    assert grid.mean.at["lora", 1e-4] == pytest.approx(0.825)
-    assert grid.std.at["lora", 1e-4] == pytest.approx(SQRT_45E5)
-    assert grid.mean.at["lora", 1e-3] == pytest.approx(0.74)
-
-
-def test_lr_grid_pending_states_and_lr_only_in_jobs(frames):
-    evals, jobs = frames
-    extra = [
-        {**_job(50, "sst2", "lora", 3e-3, 0), "state": "failed"},
-        {**_job(51, "sst2", "lora", 3e-3, 1), "state": "cancelled"},
-        {**_job(52, "sst2", "lora", 3e-3, 2), "state": "queued"},
-    ]
-    grid = lr_grid(evals, pd.concat([jobs, pd.DataFrame(extra)]), "accuracy")
-    assert grid.lrs == [1e-4, 3e-4, 1e-3, 3e-3]
-    assert grid.pending.at["lora", 3e-3] == "1 queued, 1 failed, 1 cancelled"
-    assert grid.pending.at["dora", 3e-3] == ""
-    assert grid.n.at["dora", 3e-3] == 0
-
-
-def test_lr_grid_requires_single_task(frames):
-    evals, jobs = frames
-    evals2, jobs2 = make_frames(task="mnli", first_id=100)
-    with pytest.raises(ValueError, match="--task"):
-        lr_grid(pd.concat([evals, evals2]), pd.concat([jobs, jobs2]), "accuracy")
-
-
-def test_lr_grid_with_nothing_finished(frames):
-    _, jobs = frames
-    empty = pd.DataFrame(columns=[*jobs.columns.drop("state"), "epoch", "metric", "value"])
-    grid = lr_grid(empty, jobs, "accuracy")
-    assert grid.n.to_numpy().sum() == 0
-    assert grid.pending.at["lora", 1e-4] == "2 done without score"
-    assert grid.pending.at["lora", 1e-3] == "1 failed, 1 done without score"
-    assert grid.pending.at["dora", 1e-3] == "1 queued, 1 running"
-
-
-def test_format_cell():
-    assert format_cell(0.8531, 0.0042, 3, "", percent=True) == "85.31 ± 0.42"
-    assert format_cell(0.8531, float("nan"), 1, "", percent=True) == "85.31"
-    assert format_cell(0.8531, 0.0042, 1, "", percent=True) == "85.31"
-    assert format_cell(float("nan"), float("nan"), 0, "2 queued", percent=True) == "— (2 queued)"
-    assert format_cell(float("nan"), float("nan"), 0, "", percent=True) == "—"
-    assert format_cell(0.4231, 0.01, 2, "", percent=False) == "0.4231 ± 0.0100"
+def test_cli_where_and_its_errors(lr_db, tmp_path):
+    runner = CliRunner()
+    base = ["report", "--db", str(lr_db.path), "--table", "lr", "--select", "test",
+            "--format", "csv", "--out", str(tmp_path)]  # fmt: skip
+    result = runner.invoke(app, [*base, "--where", "variant=dora", "--where", "lr=3e-4"])
+    assert result.exit_code == 0, result.output
+    csv = pd.read_csv(tmp_path / "lr-table-bbc-news.csv")
+    assert set(csv["row"]) == {"dora"} and set(csv["column"]) == {"3e-04", "best LR"}
+    bad = runner.invoke(app, [*base, "--where", "nope=1"])
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
+    assert "unknown field 'nope'" in bad.output
+    empty = runner.invoke(app, [*base, "--where", "rank=64"])
+    assert empty.exit_code == 2 and "no jobs in the database" in empty.output
 
 
 def test_format_lr():
     assert [format_lr(x) for x in (1e-4, 3e-4, 1e-3, 2.5e-4, 0.01)] == [
         "1e-04", "3e-04", "1e-03", "2.5e-04", "1e-02",
     ]  # fmt: skip
-
-
-def test_markdown_table(grid):
-    text = markdown_table(grid, title="SST-2 accuracy", percent=True)
-    lines = text.splitlines()
-    assert lines[0] == "# SST-2 accuracy"
-    assert lines[2] == "| variant | 1e-04 | 3e-04 | 1e-03 | best LR |"
-    assert lines[3] == "|:--|--:|--:|--:|--:|"
-    assert (
-        lines[4]
-        == "| dora | **85.50 ± 0.71** | **92.00 ± 1.41** | — (1 queued, 1 running) | 3e-04 |"
-    )
-    assert lines[5] == "| lora | 83.00 ± 1.41 | 89.50 ± 2.12 | **75.00** | 3e-04 |"
-    assert "ddof=1" in text
-
-
-def test_markdown_bolds_ties_and_lower_is_better(grid):
-    mean = grid.mean.copy()
-    mean.at["dora", 3e-4] = 0.895  # same displayed value as lora's 89.50
-    tied = LrGrid(mean=mean, std=grid.std, n=grid.n, pending=grid.pending)
-    lines = markdown_table(tied, title="t", percent=True).splitlines()
-    assert "**89.50 ± 1.41**" in lines[4] and "**89.50 ± 2.12**" in lines[5]
-    low = markdown_table(grid, title="t", percent=True, higher_is_better=False).splitlines()
-    assert low[4] == "| dora | 85.50 ± 0.71 | 92.00 ± 1.41 | — (1 queued, 1 running) | 1e-04 |"
-    assert low[5] == "| lora | **83.00 ± 1.41** | **89.50 ± 2.12** | **75.00** | 1e-03 |"
-
-
-def test_write_table_files_and_csv_round_trip(grid, tmp_path):
-    out = tmp_path / "new" / "dir"
-    paths = write_table(grid, out, "sst2_accuracy", title="SST-2", percent=True)
-    assert paths == [out / "sst2_accuracy.md", out / "sst2_accuracy.csv"]
-    assert paths[0].read_text(encoding="utf-8") == markdown_table(grid, title="SST-2", percent=True)
-    back = pd.read_csv(paths[1])
-    back["pending"] = back["pending"].fillna("")
-    assert list(back.columns) == ["variant", "lr", "mean", "std", "n", "pending"]
-    assert len(back) == 6
-    pd.testing.assert_frame_equal(back, long_form(grid), check_dtype=False)
-    row = back[(back["variant"] == "lora") & (back["lr"] == 3e-4)].iloc[0]
-    assert (row["mean"], row["std"], row["n"]) == (
-        pytest.approx(0.895),
-        pytest.approx(SQRT_45E5),
-        2,
-    )
-    missing = back[(back["variant"] == "dora") & (back["lr"] == 1e-3)].iloc[0]
-    assert math.isnan(missing["mean"]) and missing["n"] == 0
-    assert missing["pending"] == "1 queued, 1 running"
-
-
-def test_rich_table(grid):
-    table = rich_table(grid, title="SST-2", percent=True)
-    assert [c.header for c in table.columns] == ["variant", "1e-04", "3e-04", "1e-03", "best LR"]
-    cells = [[str(cell) for cell in column.cells] for column in table.columns]
-    assert cells[1] == ["85.50 ± 0.71", "83.00 ± 1.41"]
-    assert cells[3] == ["— (1 queued, 1 running)", "75.00"]
-    assert cells[4] == ["3e-04", "3e-04"]
-    assert [c.style for c in table.columns[3].cells] == ["dim", "bold"]
-
-
-def test_lr_sweep_figure_and_save(grid, tmp_path):
-    evals2, jobs2 = make_frames(task="mnli", first_id=100)
-    evals2 = evals2[evals2["variant"] == "lora"]
-    jobs2 = jobs2[jobs2["variant"] == "lora"]
-    grids = {"sst2": grid, "mnli": lr_grid(evals2, jobs2, "accuracy")}
-    fig = lr_sweep_figure(grids, metric="accuracy", percent=True)
-    assert len(fig.axes) == 2
-    first, second = fig.axes
-    assert [ax.get_title() for ax in fig.axes] == ["sst2", "mnli"]
-    assert [ax.get_xscale() for ax in fig.axes] == ["log", "log"]
-    assert [line.get_label() for line in first.get_lines()] == ["dora", "lora"]
-    assert [line.get_label() for line in second.get_lines()] == ["lora"]
-    dora, lora = first.get_lines()
-    assert list(dora.get_xdata()) == [1e-4, 3e-4]  # missing 1e-3 cell skipped
-    assert list(dora.get_ydata()) == pytest.approx([85.5, 92.0])
-    assert list(lora.get_xdata()) == [1e-4, 3e-4, 1e-3]
-    assert list(lora.get_ydata()) == pytest.approx([83.0, 89.5, 75.0])
-    # Error bars only where a std exists: dora 2 cells, lora 2 cells (1e-3 has a single seed).
-    assert len(first.containers) == 2
-    segments = [len(c.lines[2][0].get_segments()) for c in first.containers]
-    assert segments == [2, 2]
-    assert first.get_ylabel() == "accuracy (%)" and first.get_xlabel() == "learning rate"
-    assert [t.get_text() for t in first.get_legend().get_texts()] == ["dora", "lora"]
-    assert first.get_shared_y_axes().joined(first, second)
-    assert (
-        fig.get_figwidth()
-        > lr_sweep_figure({"sst2": grid}, metric="a", percent=True).get_figwidth()
-    )
-
-    paths = save_figure(fig, tmp_path / "figs", "sweep", formats=("png", "svg"))
-    assert paths == [tmp_path / "figs" / "sweep.png", tmp_path / "figs" / "sweep.svg"]
-    png = paths[0].read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 1000
-    assert paths[1].stat().st_size > 0
-
-
-def test_lr_sweep_figure_requires_grids():
-    with pytest.raises(ValueError):
-        lr_sweep_figure({}, metric="accuracy", percent=True)

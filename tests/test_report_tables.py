@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 from lorabench.cli import app
 from lorabench.config import resolve_job
 from lorabench.report.load import load_data
-from lorabench.report.tables import build_table, markdown
+from lorabench.report.registry import build_tables, table_names
+from lorabench.report.render import markdown
+from lorabench.report.select import Scoring
 from lorabench.store import MetricRow, claim, enqueue, fail, finish, open_engine, register_worker
 
 SQRT2 = math.sqrt(2)  # sample std (x100) of two percentages 2 points apart
@@ -118,13 +120,16 @@ def db(tmp_path_factory) -> str:
     return path
 
 
-def _table(db: str, name: str, *, sweep: str, **kwargs):  # noqa: ANN202
+def _table(db: str, name: str, *, sweep: str, rule: str = "best", compare: bool = False):  # noqa: ANN202
+    """The table as `report` builds it: --compare paper defaults to the test rule, else val
+    (this database has no select rows, so both score every job by the test rule)."""
+    scoring = Scoring(rule=rule, select="test" if compare else "val")
     engine = open_engine(db, read_only=True)
     try:
-        data = load_data(engine, sweep=sweep)
+        (table,) = build_tables(name, load_data(engine, sweep=sweep), scoring, compare=compare)
     finally:
         engine.dispose()
-    return build_table(name, data, **kwargs)
+    return table
 
 
 def _cells(table) -> dict:  # noqa: ANN001
@@ -150,7 +155,10 @@ def test_glue_blocks_per_lr_with_best_epoch_mean_std_and_pending(db):
     assert table.blocks[1].cell("lora", "AVG").mean == pytest.approx(70.0)
 
     lines = markdown(table).splitlines()
-    assert "| lora | 90.00 | 13.00 ± 1.41 | — | — | — | — | — | — | — | — |" in lines
+    assert (
+        "| lora | **90.00** | **13.00 ± 1.41 [0.29, 25.71]** | — | — | — | — | — | — | — | — |"
+        in lines
+    )
     assert "| dora | — (1 queued, 1 failed) | — | — | — | — | — | — | — | — | — |" in lines
     assert "| lora | — (1 running) | — | — | — | — | — | — | — | — | — |" in lines
 
@@ -206,15 +214,15 @@ def test_nlg_table_rows_label_the_varying_rank(db):
 def test_overhead_table_ratios_and_compare(db):
     table = _table(db, "overhead", sweep="oh", compare=True)
     (block,) = table.blocks
-    assert block.rows == ["dora", "lora", "loramoe (experts=6)", "lora†", "randlora"]
+    assert block.rows == ["dora", "lora", "lora †", "loramoe experts=6", "randlora"]
     assert block.cell("lora", "adapter params (M)").mean == pytest.approx(2.0)
     assert block.cell("dora", "train time (min)").mean == pytest.approx(20.0)
     assert block.cell("dora", "time / LoRA").mean == pytest.approx(2.0)
     assert block.cell("dora", "time / LoRA").diff == pytest.approx(2.0 - 559 / 282)
     assert block.cell("dora", "memory / LoRA").diff == pytest.approx(1.5 - 52847 / 30067)
-    assert block.cell("lora†", "memory / LoRA").mean == pytest.approx(0.7)
-    assert block.cell("lora†", "memory / LoRA").paper == pytest.approx(20873 / 30067)
-    moe = block.cell("loramoe (experts=6)", "params / LoRA")
+    assert block.cell("lora †", "memory / LoRA").mean == pytest.approx(0.7)
+    assert block.cell("lora †", "memory / LoRA").paper == pytest.approx(20873 / 30067)
+    moe = block.cell("loramoe experts=6", "params / LoRA")
     assert moe.mean == pytest.approx(1.2) and moe.paper == pytest.approx(23.20 / 20.97)
     assert block.cell("randlora", "peak memory (MB)").pending == "1 failed"
     assert block.cell("lora", "time / LoRA").diff == pytest.approx(0.0)
@@ -265,20 +273,27 @@ def _hashes(db: Path) -> dict[str, str | None]:
 
 
 def test_cli_writes_md_csv_and_never_changes_the_database_even_with_wal(tmp_path):
-    db = tmp_path / "x.db"
+    db, out = tmp_path / "x.db", tmp_path / "reports"
+    tables = [("glue", "glue"), ("highrank", "hr"), ("overhead", "oh"), ("sensitivity", "sens"),
+              ("nlg", "hr"), ("lr", "glue"), ("selection", "hr"), ("ties", "hr")]  # fmt: skip
+    assert sorted(name for name, _ in tables) == [n for n in table_names() if n != "ic"]
+    figures = [("lr-sweep", "glue"), ("sensitivity", "sens"), ("overhead", "oh")]
     writer = _fill(str(db))  # kept open: the -wal and -shm files exist during the reports
     try:
         before = _hashes(db)
         assert before["-wal"] is not None
-        out = tmp_path / "reports"
-        runner = CliRunner()
-        for name, sweep in [("glue", "glue"), ("highrank", "hr"), ("overhead", "oh"),
-                            ("sensitivity", "sens"), ("nlg", "hr"), ("lr", "glue")]:  # fmt: skip
-            result = runner.invoke(app, ["report", "--db", str(db), "--table", name, "--sweep",
-                                         sweep, "--compare", "paper", "--format", "md,csv",
-                                         "--out", str(out)])  # fmt: skip
-            assert result.exit_code == 0, result.output
-            assert _hashes(db) == before, name
+
+        def report(*args: str) -> int:
+            result = CliRunner().invoke(app, ["report", "--db", str(db), *args, "--out", str(out)])
+            assert _hashes(db) == before, args
+            return result.exit_code
+
+        for name, sweep in tables:
+            for extra in (["--where", "seed=0", "--select", "val"], ["--compare", "paper"]):
+                assert report("--table", name, "--sweep", sweep, *extra, "--format", "md,csv") == 0
+        for figure, sweep in figures:
+            assert report("--figure", figure, "--sweep", sweep, "--format", "png") == 0
+        assert report("--table", "ic") == 2  # no ic jobs: refused, the database untouched too
     finally:
         writer.dispose()
     md = (out / "glue-table.md").read_text(encoding="utf-8")
@@ -287,7 +302,8 @@ def test_cli_writes_md_csv_and_never_changes_the_database_even_with_wal(tmp_path
     row = csv[(csv["row"] == "lora") & (csv["column"] == "glue-sst2")].iloc[0]
     assert row["diff"] == pytest.approx(0.55) and row["paper"] == 89.45
     assert list(csv.columns) == [
-        "block", "row", "column", "mean", "std", "n", "pending", "paper", "diff",
+        "block", "row", "column", "mean", "std", "n", "ci_low", "ci_high", "pending", "paper",
+        "diff", "label", "mark", "p_value",
     ]  # fmt: skip
     assert (out / "overhead-table.csv").exists() and (out / "sensitivity-table.md").exists()
 
@@ -311,3 +327,73 @@ def test_task_filter_and_nothing_to_report(db, tmp_path):
     csv = pd.read_csv(tmp_path / "glue-table.csv")
     assert set(csv["column"]) == {"glue-cola", "AVG"}
     assert not (tmp_path / "glue-table.md").exists()
+
+
+# --- One configuration per cell, in every table and figure ---------------------------------------
+
+SETTINGS = {"bs": ("batch_size", (16, 32)), "wd": ("weight_decay", (0.0, 0.01))}
+CONFIG_JOBS = [  # (config, metric); every job once per value of the sweep's field
+    ({"task": "glue-sst2", "lr": 1e-5}, "accuracy"),
+    ({"task": "ic-dtd", "lr": 1e-4}, "accuracy"),
+    ({"task": "gsm8k", "rank": 128, "alpha": 256, "lr": 1e-5}, "accuracy_strict"),
+    ({"task": "bbc-news", "lr": 1e-4}, "accuracy"),
+    ({"task": "bbc-news", "lr": 1e-3}, "accuracy"),
+]
+
+
+@pytest.fixture(scope="module")
+def configs_db(tmp_path_factory):
+    from report_db import ReportDB
+
+    db = ReportDB(tmp_path_factory.mktemp("cfg") / "cfg.db")
+    for seed, (sweep, (field, values)) in enumerate(SETTINGS.items()):  # seeds: distinct jobs
+        for k, value in enumerate(values):
+            for config, metric in CONFIG_JOBS:
+                db.add({**config, "variant": "lora", field: value, "seed": seed}, sweep=sweep,
+                       test={metric: [0.5 + 0.1 * k]},
+                       summary={"adapter_params": 1e6, "step_time_s": 0.1 + k,
+                                "train_seconds": 10.0 + k, "peak_memory_mb": 100.0})  # fmt: skip
+    db.close()
+    return db
+
+
+@pytest.mark.parametrize("name", ["lr", "glue", "ic", "nlg", "highrank", "overhead",
+                                  "sensitivity", "selection", "ties"])  # fmt: skip
+@pytest.mark.parametrize("sweep", list(SETTINGS))
+def test_jobs_differing_in_one_field_are_never_one_cell(configs_db, name, sweep):
+    field, values = SETTINGS[sweep]
+    shown = {"batch_size": "bs", "weight_decay": "weight_decay"}[field]
+    with configs_db.data(sweep=sweep) as data:
+        tables = build_tables(name, data, Scoring())
+    cells = [c for t in tables for b in t.blocks for c in b.cells.values()]
+    assert cells and all(c.n <= 1 for c in cells)  # one seed each: nothing was pooled
+    rows = {r for t in tables for b in t.blocks for r in b.rows}
+    columns = {c for t in tables for b in t.blocks for c in b.columns}
+    if name == "sensitivity" and field == "batch_size":  # its own axis: the columns
+        assert {"16", "32"} <= columns
+        return
+    for value in values:
+        assert any(f"{shown}={value:g}" in r for r in rows), (rows, value)
+
+
+@pytest.mark.parametrize("sweep", list(SETTINGS))
+def test_figures_draw_one_line_or_bar_per_configuration(configs_db, sweep):
+    from lorabench.report.registry import get_figure
+
+    field, values = SETTINGS[sweep]
+    shown = {"batch_size": "bs", "weight_decay": "weight_decay"}[field]
+    with configs_db.data(sweep=sweep) as data:
+        bbc = data.only(data.jobs["task"] == "bbc-news")
+        sweep_fig = get_figure("lr-sweep")(bbc, Scoring())
+        overhead = get_figure("overhead")(data, Scoring())
+        (panel,) = sweep_fig.axes
+        lines = [ln.get_label() for ln in panel.get_lines() if not ln.get_label().startswith("_")]
+        assert sorted(lines) == sorted(f"lora {shown}={v:g}" for v in values)
+        bars = [t.get_text() for t in overhead.axes[0].get_yticklabels()]
+        assert len(bars) == len(set(bars)) == 2 * len(CONFIG_JOBS)
+        assert all(f"{shown}=" in b for b in bars)
+        if field == "weight_decay":
+            sens = get_figure("sensitivity")(bbc, Scoring())
+            (sens_panel,) = sens.axes
+            drawn = [ln.get_label() for ln in sens_panel.get_lines() if ln.get_label()[0] != "_"]
+            assert sorted(drawn) == sorted(f"lora {shown}={v:g}" for v in values)

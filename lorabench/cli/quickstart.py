@@ -81,20 +81,19 @@ def quickstart_command(
 
 
 def print_finding(*, db: str | None, sweep: str) -> None:
-    """The spread across learning rates vs across variants, as a short table and one sentence."""
-    from lorabench.report.aggregate import lr_grid
-    from lorabench.report.finding import lr_vs_variant, render_finding
-    from lorabench.report.load import load_frames
+    """The spread across learning rates vs across variants (95% intervals), under the val rule,
+    and the variants statistically tied with the best: a short table and a few sentences."""
+    from lorabench.report.finding import finding, render_finding
+    from lorabench.report.load import load_data
+    from lorabench.report.select import Scoring
     from lorabench.store import opened
-    from lorabench.tasks import get_task_info
 
-    with opened(db, read_only=True) as engine:
-        jobs, evals = load_frames(engine, sweep=sweep)
-    task = str(jobs["task"].iloc[0])
-    metric = get_task_info(task).primary_metric
-    grid = lr_grid(evals, jobs, metric)
-    values = grid.mean.stack().dropna()
-    percent = bool(len(values)) and bool(values.between(-1, 1).all())
-    table, sentence = render_finding(lr_vs_variant(grid.mean), metric=metric, percent=percent)
+    scoring = Scoring(select="val")
+    with opened(db, read_only=True) as engine:  # outcomes are read while it is open
+        data = load_data(engine, sweep=sweep)
+        task = str(data.jobs["task"].iloc[0])
+        found = finding(data, scoring, task)
+    spec = scoring.spec(task)
+    table, sentence = render_finding(found, metric=spec.name, percent=spec.percent)
     console.print(table)
-    console.print(sentence)
+    console.print(sentence, highlight=False, markup=False)  # intervals in [ ] are no markup

@@ -1,45 +1,137 @@
-"""Read the job database into the frames the report functions take. Never writes."""
+"""Read the job database into the frames the report works on. Only SELECTs: the engine may be
+read-only.
+
+Every field of a job's stored config becomes a column (not a fixed list), so that any field in
+which two jobs differ can be found and shown (`configs.varying_fields`). Dict fields
+(`variant_params`, `task_params`) are kept as sorted JSON and also flattened, one column per key
+("variant_params.max_basis_dim"); `targets` becomes one comma-joined string.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
 
+import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, inspect, select
 
-from lorabench.report.aggregate import EVAL_COLUMNS, JOBS_COLUMNS
-from lorabench.store.models import Job, Metric, Sweep
+from lorabench.store.models import Job, Metric, Outcome, Sweep
+from lorabench.store.outcomes import decode_outcomes
 
-# Config fields beyond JOBS_COLUMNS that the paper-layout tables and figures group by.
-EXTRA_FIELDS = ("dropout", "train_size", "batch_size", "adapter_checkpointing", "variant_params")
+META_COLUMNS = ("job_id", "sweep", "group_hash", "state")
+COMPOUND_FIELDS = ("variant_params", "task_params")
+ROW_COLUMNS = ["job_id", "epoch", "metric", "value"]
+SUMMARY_COLUMNS = ["job_id", "metric", "value"]
+# Outcome reads go in chunks of this many jobs (SQLite's bound-parameter limit).
+_CHUNK = 500
+
+OutcomeKey = tuple[int, int]  # (job_id, epoch)
+Outcomes = dict[str, np.ndarray]
 
 
-def load_frames(engine: Engine, *, sweep: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(jobs, evals): every job with its state, and the eval rows of finished jobs."""
-    data = load_data(engine, sweep=sweep)
-    return data.jobs[JOBS_COLUMNS], data.evals
+class OutcomeSource(Protocol):
+    def read(self, keys: Iterable[OutcomeKey]) -> dict[OutcomeKey, Outcomes]: ...
+
+
+class StaticOutcomes:
+    """Outcomes held in memory (tests, or none at all)."""
+
+    def __init__(self, outcomes: Mapping[OutcomeKey, Outcomes] | None = None) -> None:
+        self._outcomes = dict(outcomes or {})
+
+    def read(self, keys: Iterable[OutcomeKey]) -> dict[OutcomeKey, Outcomes]:
+        return {key: self._outcomes[key] for key in keys if key in self._outcomes}
+
+
+class OutcomeReader:
+    """Per-example outcomes of the test split, read on demand while the engine is open: only the
+    chosen epochs of the compared jobs are ever needed, and all of them could be large."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._cache: dict[OutcomeKey, Outcomes] = {}
+        # A database from before the outcome table (schema < 3) is opened read-only and never
+        # upgraded, so the table may be missing: then there are no outcomes.
+        self._present = inspect(engine).has_table(Outcome.__tablename__)
+
+    def read(self, keys: Iterable[OutcomeKey]) -> dict[OutcomeKey, Outcomes]:
+        wanted = {(int(j), int(e)) for j, e in keys}
+        missing = sorted(wanted - set(self._cache))
+        if missing and self._present:
+            jobs = sorted({j for j, _ in missing})
+            for start in range(0, len(jobs), _CHUNK):
+                self._load(jobs[start : start + _CHUNK], set(missing))
+        return {key: self._cache[key] for key in wanted if key in self._cache}
+
+    def _load(self, job_ids: list[int], wanted: set[OutcomeKey]) -> None:
+        query = (
+            select(Outcome.job_id, Outcome.epoch, Outcome.data)
+            .where(Outcome.split == "eval", Outcome.job_id.in_(job_ids))
+            .order_by(Outcome.job_id, Outcome.epoch, Outcome.attempt_id)
+        )
+        with self._engine.connect() as conn:
+            for job_id, epoch, data in conn.execute(query):
+                if (job_id, epoch) in wanted:  # later attempts overwrite earlier ones
+                    self._cache[(job_id, epoch)] = decode_outcomes(data)
 
 
 @dataclass
 class Data:
-    """Jobs (with every config field a table needs), eval rows and summary metrics."""
+    """Jobs (meta columns and every config field), per-epoch test and select rows of finished
+    jobs (the last attempt's), their summary metrics, and where per-example outcomes come from."""
 
     jobs: pd.DataFrame
-    evals: pd.DataFrame
-    summary: pd.DataFrame  # job_id, metric, value (the last attempt's)
+    evals: pd.DataFrame  # job_id, epoch, metric, value: split "eval", the task's test split
+    selects: pd.DataFrame  # the same for split "select" (held out to choose epochs and lrs)
+    summary: pd.DataFrame  # job_id, metric, value
+    outcomes: OutcomeSource = field(default_factory=StaticOutcomes)
 
     def only(self, mask: pd.Series) -> Data:
         ids = set(self.jobs.loc[mask, "job_id"])
+
+        def keep(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame[frame["job_id"].isin(ids)]
+
         return Data(
-            self.jobs[mask],
-            self.evals[self.evals["job_id"].isin(ids)],
-            self.summary[self.summary["job_id"].isin(ids)],
-        )
+            self.jobs[mask], keep(self.evals), keep(self.selects), keep(self.summary),
+            self.outcomes,
+        )  # fmt: skip
+
+
+def job_frame(rows: Iterable[tuple[int, str, Mapping, str, str]]) -> pd.DataFrame:
+    """Jobs from (job_id, sweep, config, group_hash, state) tuples, one column per config field."""
+    records = []
+    for job_id, sweep, config, group_hash, state in rows:
+        record: dict[str, object] = {"job_id": job_id, "sweep": sweep, "group_hash": group_hash,
+                                     "state": state}  # fmt: skip
+        for name, value in config.items():
+            if name in COMPOUND_FIELDS:
+                value = value or {}
+                record[name] = json.dumps(value, sort_keys=True)
+                for key, item in value.items():
+                    record[f"{name}.{key}"] = _scalar(item)
+            elif isinstance(value, list | tuple):
+                record[name] = ",".join(str(v) for v in value)
+            else:
+                record[name] = value
+        for name in COMPOUND_FIELDS:
+            record.setdefault(name, "{}")
+        records.append(record)
+    frame = pd.DataFrame.from_records(records)
+    if frame.empty:
+        return pd.DataFrame(columns=[*META_COLUMNS, "task", "variant", "lr", "seed"])
+    return frame
+
+
+def _scalar(value: object) -> object:
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
 
 
 def load_data(engine: Engine, *, sweep: str | None = None) -> Data:
-    """Read jobs, eval and summary metrics. Only SELECTs: the engine may be read-only."""
+    """Read jobs, test/select rows and summary metrics; outcomes are read later, on demand."""
     job_query = select(Job.id, Sweep.name, Job.config, Job.group_hash, Job.state).join(
         Sweep, Sweep.id == Job.sweep_id
     )
@@ -49,29 +141,31 @@ def load_data(engine: Engine, *, sweep: str | None = None) -> Data:
         select(Metric.job_id, Metric.split, Metric.attempt_id, Metric.epoch, Metric.name,
                Metric.value)
         .join(Job, Job.id == Metric.job_id)
-        .where(Metric.split.in_(("eval", "summary")), Job.state == "done")
+        .where(Metric.split.in_(("eval", "select", "summary")), Job.state == "done")
         .order_by(Metric.job_id, Metric.attempt_id, Metric.epoch)
     )  # fmt: skip
     with engine.connect() as conn:
         job_rows = conn.execute(job_query.order_by(Job.id)).all()
         metric_rows = conn.execute(metric_query).all()
-    records = []
-    for job_id, sweep_name, config, group_hash, state in job_rows:
-        cfg = json.loads(config)
-        record = {"job_id": job_id, "sweep": sweep_name, "group_hash": group_hash, "state": state}
-        record.update({k: cfg.get(k) for k in JOBS_COLUMNS if k not in record})
-        record.update({k: cfg.get(k) for k in EXTRA_FIELDS})
-        record["variant_params"] = json.dumps(cfg.get("variant_params") or {}, sort_keys=True)
-        records.append(record)
-    jobs = pd.DataFrame.from_records(records, columns=[*JOBS_COLUMNS, *EXTRA_FIELDS])
+    jobs = job_frame((i, s, json.loads(c), g, st) for i, s, c, g, st in job_rows)
     metrics = pd.DataFrame.from_records(
         metric_rows, columns=["job_id", "split", "attempt_id", "epoch", "metric", "value"]
     )
-    evals = metrics[metrics["split"] == "eval"].merge(
-        jobs.drop(columns="state"), on="job_id", how="inner"
-    )[EVAL_COLUMNS]
-    summary = metrics[metrics["split"] == "summary"]
-    summary = summary.drop_duplicates(["job_id", "metric"], keep="last")[
-        ["job_id", "metric", "value"]
-    ]
-    return Data(jobs, evals.reset_index(drop=True), summary.reset_index(drop=True))
+    # Only the last attempt's rows count (a job's metrics are written once, when it finishes).
+    last = metrics.groupby("job_id")["attempt_id"].transform("max")
+    metrics = metrics[metrics["attempt_id"] == last]
+    metrics = metrics[metrics["job_id"].isin(set(jobs["job_id"]))]
+
+    def split(name: str) -> pd.DataFrame:
+        return metrics.loc[metrics["split"] == name, ROW_COLUMNS].reset_index(drop=True)
+
+    summary = metrics[metrics["split"] == "summary"].drop_duplicates(
+        ["job_id", "metric"], keep="last"
+    )
+    return Data(
+        jobs.reset_index(drop=True),
+        split("eval"),
+        split("select"),
+        summary[SUMMARY_COLUMNS].reset_index(drop=True),
+        OutcomeReader(engine),
+    )

@@ -1,128 +1,102 @@
-"""Render an `LrGrid` as Markdown + CSV files or as a rich table for the terminal."""
+"""Write a `ReportTable` as Markdown and CSV, or as rich tables for the terminal.
+
+Markdown bolds the best cell of a column; ≈ (in the cell's text) marks the tied ones. The CSV
+has one line per cell in display units, with the interval, the mark and the p-value.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from lorabench.report.aggregate import LrGrid, display_precision, format_cell, format_lr
+from lorabench.report.cells import Block, ReportTable
 
-BEST_LR_HEADER = "best LR"
-CSV_COLUMNS = ["variant", "lr", "mean", "std", "n", "pending"]
-NOTE = (
-    "Mean ± sample std (ddof=1) over seeds; no ± with a single seed; "
-    "— = no finished run (unfinished jobs in parentheses). Bold: best per learning rate."
-)
+CSV_COLUMNS = ["block", "row", "column", "mean", "std", "n", "ci_low", "ci_high", "pending",
+               "paper", "diff", "label", "mark", "p_value"]  # fmt: skip
+COMPARE_NOTE = "Beside each value: the paper's value and ours − paper, in the paper's units."
 
 
-@dataclass(frozen=True)
-class _Cell:
-    text: str
-    best: bool = False
-    missing: bool = False
+def _texts(block: Block, compare: bool) -> list[list[tuple[str, str]]]:
+    """Per row: (text, mark) of the row label and each cell."""
+    out = []
+    for row in block.rows:
+        line = [(row, "")]
+        for column in block.columns:
+            cell = block.cell(row, column)
+            shown = compare and (block.compared is None or column in block.compared)
+            line.append((cell.text(block.decimals.get(column, 2), shown), cell.mark))
+        out.append(line)
+    return out
 
 
-def _best_mask(grid: LrGrid, percent: bool, higher_is_better: bool) -> pd.DataFrame:
-    """Cells whose displayed value equals their column's best displayed value."""
-    scale, decimals = display_precision(percent)
-    shown = (grid.mean * scale).round(decimals)
-    best = shown.max() if higher_is_better else shown.min()
-    return shown.eq(best, axis="columns") & shown.notna()
-
-
-def _best_lr(row: pd.Series, higher_is_better: bool) -> str:
-    row = row.dropna()
-    if row.empty:
-        return "—"
-    return format_lr(float(row.idxmax() if higher_is_better else row.idxmin()))
-
-
-def _rows(grid: LrGrid, percent: bool, higher_is_better: bool) -> tuple[list[str], list[list]]:
-    header = ["variant", *(format_lr(lr) for lr in grid.lrs), BEST_LR_HEADER]
-    mask = _best_mask(grid, percent, higher_is_better)
-    rows = []
-    for variant in grid.variants:
-        cells = [_Cell(str(variant))]
-        for lr in grid.mean.columns:
-            n = int(grid.n.at[variant, lr])
-            text = format_cell(
-                grid.mean.at[variant, lr],
-                grid.std.at[variant, lr],
-                n,
-                grid.pending.at[variant, lr],
-                percent=percent,
-            )
-            cells.append(_Cell(text, best=bool(mask.at[variant, lr]), missing=n == 0))
-        cells.append(_Cell(_best_lr(grid.mean.loc[variant], higher_is_better)))
-        rows.append(cells)
-    return header, rows
-
-
-def markdown_table(
-    grid: LrGrid, *, title: str, percent: bool, higher_is_better: bool = True
-) -> str:
-    """The Markdown text written by `write_table`."""
-    header, rows = _rows(grid, percent, higher_is_better)
-
-    def md(cell: _Cell) -> str:
-        text = cell.text.replace("|", "\\|")
-        return f"**{text}**" if cell.best else text
-
-    lines = [f"# {title}", "", "| " + " | ".join(header) + " |"]
-    lines.append("|" + "|".join([":--", *["--:"] * (len(header) - 1)]) + "|")
-    lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in rows]
-    lines += ["", NOTE, ""]
+def markdown(table: ReportTable) -> str:
+    lines = [f"# {table.title}", ""]
+    for block in table.blocks:
+        lines += [f"## {block.title}", "", "| " + " | ".join([block.corner, *block.columns]) + " |"]
+        lines.append("|" + "|".join([":--", *["--:"] * len(block.columns)]) + "|")
+        for row in _texts(block, table.compare):
+            texts = []
+            for text, mark in row:
+                text = text.replace("|", "\\|")
+                texts.append(f"**{text}**" if mark == "best" else text)
+            lines.append("| " + " | ".join(texts) + " |")
+        lines.append("")
+    if table.compare:
+        lines.append(COMPARE_NOTE)
+    lines += [*table.notes, ""]
     return "\n".join(lines)
 
 
-def long_form(grid: LrGrid) -> pd.DataFrame:
-    """One row per (variant, lr) with raw (unscaled) mean/std, n and the pending summary."""
-    records = [
-        {
-            "variant": variant,
-            "lr": float(lr),
-            "mean": float(grid.mean.at[variant, lr]),
-            "std": float(grid.std.at[variant, lr]),
-            "n": int(grid.n.at[variant, lr]),
-            "pending": str(grid.pending.at[variant, lr]),
-        }
-        for variant in grid.variants
-        for lr in grid.mean.columns
-    ]
+def long_form(table: ReportTable) -> pd.DataFrame:
+    """One line per cell, in display units (x100 for percent metrics), paper/diff if compared."""
+    records = []
+    for block in table.blocks:
+        for row in block.rows:
+            for column in block.columns:
+                c = block.cell(row, column)
+                records.append({
+                    "block": block.title, "row": row, "column": column, "mean": c.mean,
+                    "std": c.std, "n": c.n, "ci_low": c.low, "ci_high": c.high,
+                    "pending": c.pending, "paper": c.paper, "diff": c.diff, "label": c.label,
+                    "mark": c.mark, "p_value": c.p_value,
+                })  # fmt: skip
     return pd.DataFrame.from_records(records, columns=CSV_COLUMNS)
 
 
-def write_table(
-    grid: LrGrid,
-    out_dir: Path,
-    name: str,
-    *,
-    title: str,
-    percent: bool,
-    higher_is_better: bool = True,
+def rich_tables(table: ReportTable) -> list[Table]:
+    out = []
+    for block in table.blocks:
+        rich = Table(title=Text(f"{table.title}: {block.title}"))  # Text: no markup in titles
+        rich.add_column(block.corner, no_wrap=True)
+        for column in block.columns:
+            rich.add_column(column, justify="right")
+        for row in _texts(block, table.compare):
+            styled = []
+            for text, mark in row:
+                missing = text.startswith("—")
+                styled.append(Text(text, style="bold" if mark == "best" else "dim" if missing
+                                   else ""))  # fmt: skip
+            rich.add_row(*styled)
+        out.append(rich)
+    return out
+
+
+def write_tables(
+    table: ReportTable, out_dir: Path, formats: list[str] | tuple[str, ...]
 ) -> list[Path]:
-    """Write ``name.md`` and ``name.csv`` into ``out_dir`` (created); return both paths."""
+    """Write ``<stem>.md`` / ``.csv`` (as ``formats`` asks) into ``out_dir`` (created)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    md_path, csv_path = out_dir / f"{name}.md", out_dir / f"{name}.csv"
-    text = markdown_table(grid, title=title, percent=percent, higher_is_better=higher_is_better)
-    md_path.write_text(text, encoding="utf-8")
-    long_form(grid).to_csv(csv_path, index=False)
-    return [md_path, csv_path]
-
-
-def rich_table(grid: LrGrid, *, title: str, percent: bool, higher_is_better: bool = True) -> Table:
-    """Same content as the Markdown table, for printing with a rich Console."""
-    header, rows = _rows(grid, percent, higher_is_better)
-    table = Table(title=title, caption=NOTE, caption_justify="left")
-    table.add_column(header[0], justify="left", no_wrap=True)
-    for label in header[1:]:
-        table.add_column(label, justify="right")
-    for row in rows:
-        styled = [Text(c.text, style="bold" if c.best else "dim" if c.missing else "") for c in row]
-        table.add_row(*styled)
-    return table
+    written = []
+    if "md" in formats:
+        path = out_dir / f"{table.stem}.md"
+        path.write_text(markdown(table), encoding="utf-8")
+        written.append(path)
+    if "csv" in formats:
+        path = out_dir / f"{table.stem}.csv"
+        long_form(table).to_csv(path, index=False)
+        written.append(path)
+    return written
