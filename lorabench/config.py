@@ -128,6 +128,10 @@ class JobConfig(_Numbers):
     max_length: int = Field(gt=0)
     train_size: int | None = Field(None, gt=0)
     eval_size: int | None = Field(None, gt=0)
+    # Hold a `select` split out of the training data and score it every epoch, to choose
+    # epochs and learning rates on; False: the paper's protocol (train on all of it, choose
+    # on the reported split), training data exactly as before the split existed.
+    select_split: bool = True
 
     @model_validator(mode="after")
     def _known_names(self) -> JobConfig:
@@ -150,7 +154,7 @@ class JobConfig(_Numbers):
         data = {
             k: v
             for k, v in self.model_dump(mode="json").items()
-            if k not in without and not (k in _OMIT_WHEN_EMPTY and not v)
+            if k not in without and not (k in _OMIT_AT_DEFAULT and v == _OMIT_AT_DEFAULT[k])
         }
         return json.dumps(_normalise(data), sort_keys=True, separators=(",", ":"))
 
@@ -164,8 +168,9 @@ class JobConfig(_Numbers):
         return _sha256(self.canonical_json(without=("seed",)))
 
 
-# Fields added after databases existed: left out while empty, so older jobs keep their hash.
-_OMIT_WHEN_EMPTY = ("task_params",)
+# Fields added after databases existed, left out of the canonical JSON while at these values
+# (their defaults), so jobs planned before keep their hash and are not planned twice.
+_OMIT_AT_DEFAULT: dict[str, Any] = {"task_params": {}, "select_split": True}
 
 
 def _sha256(text: str) -> str:

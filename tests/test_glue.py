@@ -2,6 +2,7 @@
 random RoBERTa: loading, batching, scoring, errors, and whole jobs through plan and work."""
 
 import json
+import random
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,10 +34,12 @@ def roberta(tmp_path_factory) -> Path:
     return write_tiny_roberta(tmp_path_factory.mktemp("model"), all_texts())
 
 
-def make(name, data, model, *, max_length=64, train_size=None, eval_size=None, **params):
+def make(name, data, model, *, max_length=64, train_size=None, eval_size=None, seed=0,
+         select_split=True, **params):  # fmt: skip
     settings = TaskSettings(
-        model=str(model), max_length=max_length, seed=0, train_size=train_size,
+        model=str(model), max_length=max_length, seed=seed, train_size=train_size,
         eval_size=eval_size, params=build_task_params(name, {"data": str(data), **params}),
+        select_split=select_split,
     )  # fmt: skip
     return build_task(name, settings)
 
@@ -95,7 +98,7 @@ def test_default_targets_wrap_every_encoder_linear_and_leave_the_head_whole(glue
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.config)
 def test_every_task_loads_the_hub_layout_and_encodes_as_roberta_does(glue, roberta, spec):
-    task = make(f"glue-{spec.config}", glue, roberta)
+    task = make(f"glue-{spec.config}", glue, roberta, select_split=False)  # all of GLUE's train
     train = task.load("train")
     expected = rows(spec, "train")
     assert len(train) == SIZES["train"]
@@ -130,7 +133,7 @@ def test_a_bert_encoder_gets_its_segment_ids_through_to_the_model(glue):
     report = inject(model, "lora", targets=ENCODER_TARGETS, rank=4, alpha=8,
                     trainable=task.head_modules)  # fmt: skip
     assert len(report.wrapped) == 6 * model.config.num_hidden_layers  # the pooler stays frozen
-    scores = task.evaluate(model.eval(), [batch])
+    scores = task.evaluate(model.eval(), [batch]).scores
     assert set(scores) == {"accuracy", "f1"}
 
 
@@ -190,10 +193,10 @@ def one_hot(classes: list[int], n: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(torch.tensor(classes), n).float()
 
 
-def evaluate(task, logits):  # noqa: ANN001, ANN201
-    data = task.load("validation")  # batches of 3 cross MNLI's matched/mismatched border
-    return task.evaluate(Replay(logits), [task.collate_eval(data[i : i + 3])
-                                          for i in range(0, len(data), 3)])  # fmt: skip
+def evaluate(task, logits, split="test"):  # noqa: ANN001, ANN201
+    data = task.load(split)  # batches of 3 cross MNLI's matched/mismatched border
+    batches = [task.collate_eval(data[i : i + 3]) for i in range(0, len(data), 3)]
+    return task.evaluate(Replay(logits), batches, split).scores
 
 
 def flip(labels: list[int], where: list[int]) -> list[int]:
@@ -247,13 +250,51 @@ def test_evaluate_scores_stsb_by_correlation_with_the_raw_output(glue, roberta):
 
 def test_subsets_are_fixed_and_drawn_from_the_split(glue, roberta):
     task = make("glue-mnli", glue, roberta, train_size=5, eval_size=4)
-    again = make("glue-mnli", glue, roberta, train_size=5, eval_size=4)
+    again = make("glue-mnli", glue, roberta, train_size=5, eval_size=4, seed=3)
     train = task.load("train")
     assert len(train) == 5 and train == again.load("train")
-    full = make("glue-mnli", glue, roberta).load("train")
+    full = make("glue-mnli", glue, roberta, select_split=False).load("train")
     assert all(e in full for e in train)
     validation = task.load("validation")  # eval_size applies to each validation set
     assert [e["group"] for e in validation] == [0] * 4 + [1] * 4
+
+
+@pytest.mark.parametrize("name", ["glue-mnli", "glue-stsb", "glue-rte"])
+def test_select_is_carved_from_train_fixed_and_disjoint(glue, roberta, name):
+    from lorabench.tasks.selection import select_size
+
+    def key(example):  # noqa: ANN001, ANN202
+        return tuple(example["input_ids"]), example["label"]
+
+    task = make(name, glue, roberta)
+    train, select, test = (task.load(s) for s in ("train", "select", "test"))
+    today = make(name, glue, roberta, select_split=False)
+    everything = [key(e) for e in today.load("train")]
+    assert len(select) == select_size(SIZES["train"]) == 2  # 10% of 24
+    assert sorted(everything) == sorted(key(e) for e in [*train, *select])  # a partition
+    assert not {key(e) for e in select} & {key(e) for e in train}
+    assert not {key(e) for e in select} & {key(e) for e in test}
+    assert {e["group"] for e in select} == {0}
+    assert make(name, glue, roberta, seed=9).load("select") == select  # not the job's seed
+    assert today.load("select") == [] and today.load("test") == test
+    # Off: GLUE's train exactly as before the select split existed (subsets too).
+    assert [key(e) for e in today.load("train")] == everything
+    subset = make(name, glue, roberta, train_size=5, select_split=False).load("train")
+    picked = sorted(random.Random(0).sample(range(SIZES["train"]), 5))
+    assert [key(e) for e in subset] == [everything[i] for i in picked]
+    assert len(make(name, glue, roberta, eval_size=1).load("select")) == 1
+
+
+def test_select_scores_mnli_under_its_matched_names(glue, roberta):
+    task = make("glue-mnli", glue, roberta)
+    labels = [e["label"] for e in task.load("select")]
+    assert evaluate(task, one_hot(labels, 3), "select") == {"accuracy_matched": 1.0}
+    # Outcomes come from the set the primary metric reads: MNLI's matched one.
+    test = task.load("test")
+    tested = task.evaluate(Replay(one_hot([e["label"] for e in test], 3)),
+                           [task.collate_eval(test)])  # fmt: skip
+    matched = [e["label"] for e in test if e["group"] == 0]
+    assert tested.outcomes == {"prediction": matched, "target": matched}
 
 
 def test_the_hub_name_goes_through_the_same_loader(glue, roberta):
@@ -277,13 +318,13 @@ def test_a_plain_folder_and_a_saved_dataset_dict_load_too(tmp_path, roberta):
     datasets.DatasetDict(
         {s: datasets.Dataset.from_dict(rows(spec, s)) for s in ("train", "validation")}
     ).save_to_disk(str(saved))
-    assert len(make("glue-rte", saved, roberta).load("train")) == SIZES["train"]
+    assert len(make("glue-rte", saved, roberta, select_split=False).load("train")) == SIZES["train"]
 
 
 def test_user_mistakes_get_messages_naming_the_problem(tmp_path, glue, roberta):
     task = make("glue-sst2", glue, roberta)
-    with pytest.raises(GlueDataError, match="unknown split 'test'; expected 'train' or"):
-        task.load("test")
+    with pytest.raises(GlueDataError, match="unknown split 'dev'; expected one of train, sel"):
+        task.load("dev")
     with pytest.raises(DataSourceError, match="BuilderConfig 'nope' not found"):
         make("glue-sst2", glue, roberta, config="nope").load("train")
 

@@ -157,7 +157,7 @@ def codefeedback_folder(root: Path) -> Path:
     return root
 
 
-def humaneval_task(model: str, tmp_path: Path, **params):
+def humaneval_task(model: str, tmp_path: Path, *, seed=0, select_split=True, **params):
     tmp_path.mkdir(parents=True, exist_ok=True)
     problems = tmp_path / "problems.jsonl"
     problems.write_text(json.dumps(vars(INC)) + "\n")
@@ -165,10 +165,11 @@ def humaneval_task(model: str, tmp_path: Path, **params):
     settings = TaskSettings(
         model=model,
         max_length=64,
-        seed=0,
+        seed=seed,
         train_size=2,
         eval_size=None,
         params=build_task_params("humaneval", {**values, **params}),
+        select_split=select_split,
     )
     return build_task("humaneval", settings)
 
@@ -225,7 +226,8 @@ def test_humaneval_evaluates_n_sampled_completions_in_the_sandbox(tiny_llama, tm
     )
     model = task.load_model()
     batches = [task.collate_eval(task.load("validation"))]
-    scores = task.evaluate(model, batches)
+    evaluation = task.evaluate(model, batches)
+    scores = evaluation.scores
     rows = [json.loads(line) for line in dump.read_text().splitlines()]
     samples = [r for r in rows if "sample" in r]
     assert [r["sample"] for r in samples] == [0, 1, 2]
@@ -233,10 +235,59 @@ def test_humaneval_evaluates_n_sampled_completions_in_the_sandbox(tiny_llama, tm
     passed = execute([INC] * 3, [r["completion"] for r in samples])
     assert passed == [r["passed"] for r in samples]
     assert scores == {"pass@1": sum(passed) / 3, "sandbox_strong": 1.0}
+    # One problem: its share of passing samples, so the outcomes' mean is pass@1.
+    assert evaluation.outcomes == {"correct": [sum(passed) / 3]}
     # Sampling is seeded by the job: the same job samples the same completions again.
     task.evaluate(model, batches)
     again = [json.loads(line) for line in dump.read_text().splitlines()][len(rows) :]
     assert [r["completion"] for r in again if "sample" in r] == [r["completion"] for r in samples]
+
+
+def test_select_is_held_out_codefeedback_scored_by_its_response_loss(tiny_llama, tmp_path):
+    import torch
+
+    from lorabench.tasks.nlg import response_loss, subsample
+
+    task = humaneval_task(tiny_llama, tmp_path / "on")
+    assert task.info.select_metric == "loss"
+    select, train = task.load("select"), task.load("train")
+    assert len(select) == 1 and len(train) == 2 and select[0] not in train  # 1 of 3 rows
+    assert humaneval_task(tiny_llama, tmp_path / "seed", seed=5).load("select") == select
+    model = task.load_model().eval()
+    batch = task.collate_eval(select)  # training pairs: scored by their loss, not generated
+    evaluation = task.evaluate(model, [batch], "select")
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert evaluation.scores == {
+        "loss": pytest.approx(response_loss(logits, batch["labels"]).item())
+    }
+    assert evaluation.outcomes is None
+    off = humaneval_task(tiny_llama, tmp_path / "off", select_split=False)
+    assert off.load("select") == []
+    rows = [CODEFEEDBACK[i] for i in subsample(3, 2, seed=0)]  # as before the select split
+    assert off.load("train") == off.encode_pairs([(r["query"], r["answer"]) for r in rows])
+
+
+def test_humaneval_mini_holds_out_12_training_problems(problems):
+    from lorabench.tasks.models import SMOLLM2
+
+    def build(seed, select_split=True):  # noqa: ANN001, ANN202
+        settings = TaskSettings(model=SMOLLM2, max_length=512, seed=seed, train_size=None,
+                                eval_size=16, params=build_task_params("humaneval-mini"),
+                                select_split=select_split)  # fmt: skip
+        return build_task("humaneval-mini", settings)
+
+    task = build(0)
+    pool, held = task._carve(164 - MINI_EVAL_POOL)
+    assert len(held) == 12 and not set(pool) & set(held) and build(3)._carve(124) == (pool, held)
+    train_pool, held_out = mini_split(problems)
+    selected = [train_pool[i] for i in held]
+    assert not {p.task_id for p in selected} & {p.task_id for p in held_out}
+    pairs = [task.training_pair({"problem": p}) for p in selected]
+    assert task.load("select") == task.encode_pairs(pairs)
+    assert len(task.load("train")) == 112
+    today = build(0, select_split=False)
+    assert len(today.load("train")) == 124 and today.load("select") == []
 
 
 def test_a_missing_codefeedback_field_is_named(tiny_llama, tmp_path):

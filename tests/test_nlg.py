@@ -82,7 +82,8 @@ class PlainTask(CausalLMTask):
         return {"exact": sum(hits) / len(hits)}
 
 
-def settings(model, *, max_length=64, seed=0, train_size=None, eval_size=None, **params):
+def settings(model, *, max_length=64, seed=0, train_size=None, eval_size=None,
+             select_split=True, **params):  # fmt: skip
     cls = get_task_info(params.pop("_task", "gsm8k")).params_cls
     return TaskSettings(
         model=str(model),
@@ -91,6 +92,7 @@ def settings(model, *, max_length=64, seed=0, train_size=None, eval_size=None, *
         train_size=train_size,
         eval_size=eval_size,
         params=cls(**params),
+        select_split=select_split,
     )
 
 
@@ -203,7 +205,8 @@ def _sources(tmp_path: Path) -> dict[str, Path]:
 @pytest.mark.parametrize("kind", ["jsonl", "parquet", "save_to_disk", "hub layout"])
 def test_training_rows_from_local_sources(tiny_lm, tmp_path, kind):
     source = _sources(tmp_path)[kind]
-    task = Gsm8k(settings(tiny_lm, data=str(source), train_size=5, seed=3))
+    # Off: the rows drawn before the select split existed.
+    task = Gsm8k(settings(tiny_lm, data=str(source), train_size=5, seed=3, select_split=False))
     examples = task.load("train")
     chosen = subsample(len(METAMATH_ROWS), 5, seed=3)
     assert len(examples) == 5
@@ -242,8 +245,27 @@ def test_missing_fields_and_bad_sources_name_the_problem(tiny_lm, tmp_path):
     missing = Gsm8k(settings(tiny_lm, data=str(tmp_path / "nowhere" / "x.jsonl")))
     with pytest.raises(DataSourceError, match="nowhere"):
         missing.load("train")
-    with pytest.raises(ValueError, match="unknown split 'test'"):
-        task.load("test")
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        task.load("dev")
+
+
+def test_gsm8k_select_is_held_out_metamath_rows_scored_by_their_final_number(tiny_lm, tmp_path):
+    from lorabench.tasks.selection import carve
+
+    rows = [*METAMATH_ROWS, {"query": "simplify", "response": "The answer is: 2\\sqrt{3}"}]
+    source = write_jsonl(tmp_path / "metamath.jsonl", rows * 2)  # 26 rows: 3 held out
+    pool, held = carve(range(26), cap=200)
+    for seed in (0, 5):
+        task = Gsm8k(settings(tiny_lm, data=str(source), train_size=4, seed=seed))
+        train = task.load("train")
+        chosen = [pool[i] for i in subsample(len(pool), 4, seed)]
+        assert train == task.encode_pairs([task.training_pair(rows[i % 13]) for i in chosen])
+        # MATH-style answers stay held out but are not scored: "2\sqrt{3}" is not "2".
+        numeric = [i for i in held if i % 13 < 12]
+        assert [r["gold"] for r in task._select_set()] == [str(i % 13 + 2) for i in numeric]
+        assert task.load("select") == [{"index": i} for i in range(len(numeric))]
+    off = Gsm8k(settings(tiny_lm, data=str(source), select_split=False))
+    assert off.load("select") == [] and len(off.load("train")) == 26
 
 
 def test_params_are_validated_at_plan_time():
@@ -332,7 +354,8 @@ def test_evaluate_scores_the_generated_completions(tiny_lm, tmp_path):
     )
     model = task.load_model()
     data = task.load("validation")
-    scores = task.evaluate(model, [task.collate_eval(data[:2]), task.collate_eval(data[2:])])
+    evaluation = task.evaluate(model, [task.collate_eval(data[:2]), task.collate_eval(data[2:])])
+    scores = evaluation.scores
     lines = [json.loads(line) for line in dump.read_text().splitlines()]
     rows, [summary] = lines[:-1], lines[-1:]
     assert [r["gold"] for r in rows] == ["4", "5", "1018"]
@@ -343,7 +366,9 @@ def test_evaluate_scores_the_generated_completions(tiny_lm, tmp_path):
         "accuracy_strict": accuracy(completions, golds, "strict"),
         "accuracy_flexible": accuracy(completions, golds, "flexible"),
     }
-    assert summary == {"evaluation": 1, "scores": scores}  # evaluations count from 1
+    assert summary == {"evaluation": 1, "split": "test", "scores": scores}  # counted from 1
+    correct = evaluation.outcomes["correct"]  # per problem, by the strict (primary) reading
+    assert len(correct) == 3 and sum(correct) / 3 == scores["accuracy_strict"]
     assert {r["evaluation"] for r in rows} == {1}
 
 
@@ -418,3 +443,25 @@ def test_gsm8k_mini_scores_every_seed_on_the_same_problems():
     labelled = [t for t, lab in zip(first["input_ids"], first["labels"], strict=True) if lab >= 0]
     response = a.tokenizer.decode(labelled, skip_special_tokens=True)
     assert "\n#### " in response and "<<" not in response
+
+
+def test_gsm8k_mini_select_holds_out_100_training_problems_for_every_seed():
+    def build(seed, select_split=True):  # noqa: ANN001, ANN202
+        return build_task(
+            "gsm8k-mini",
+            TaskSettings(model=SMOLLM2, max_length=512, seed=seed, train_size=None, eval_size=5,
+                         params=build_task_params("gsm8k-mini"), select_split=select_split),
+        )  # fmt: skip
+
+    a, b = build(0), build(1)
+    pool, held = a._carve(1000)
+    assert len(held) == 100 and not set(held) & set(pool)  # 10% of the 1,000 training problems
+    assert b._carve(1000) == (pool, held)  # not the job's seed
+    questions = [r["question"] for r in a._train_pool]
+    selected = {a._select_set()[i]["prompt"] for i in range(5)}
+    assert len(a.load("select")) == 5 and a._select_set() == b._select_set()
+    assert selected == {a.format_prompt(questions[i]) for i in held[:5]}
+    assert not selected & {r["prompt"] for r in a._eval_set()}
+    assert len(a.load("train")) == 900  # train_size draws from the other 900
+    today = build(0, select_split=False)  # off: all 1,000, as before
+    assert len(today.load("train")) == 1000 and today.load("select") == []

@@ -36,7 +36,10 @@ def test_gsm8k_mini_trains_and_scores_generated_answers(tmp_path: Path):
     assert state == "done", error
     assert len(losses) == 2
     lines = [json.loads(line) for line in dump.read_text().splitlines()]
-    rows, summary = lines[:-1], lines[-1]
+    # Each epoch scores the select split (held-out training problems) first, then test.
+    assert [r["split"] for r in lines] == ["select"] * 7 + ["test"] * 7
+    assert set(metrics) >= {("select", "accuracy_strict"), ("select", "accuracy_flexible")}
+    rows, summary = lines[7:-1], lines[-1]
     assert len(rows) == 6 and all(r["completion"].strip() for r in rows)
     completions, golds = [r["completion"] for r in rows], [r["gold"] for r in rows]
     # The database holds the scores of these very generations, extracted again here.

@@ -53,9 +53,16 @@ def test_each_packed_job_equals_its_solo_run(variant, dropout_free_minilm, tmp_p
         difference = max(abs(a - b) for a, b in zip(curve(alone), curve(together), strict=True))
         assert difference <= 1e-5
         for metric in ("accuracy", "macro_f1"):
-            assert curve(together, "eval", metric) == pytest.approx(
-                curve(alone, "eval", metric), abs=1e-4
-            )
+            for split in ("eval", "select"):
+                assert curve(together, split, metric) == pytest.approx(
+                    curve(alone, split, metric), abs=1e-4
+                )
+        # Each job's per-example test outcomes are its solo run's.
+        for (_, epoch, mine), (_, solo_epoch, theirs) in zip(
+            together.outcomes, alone.outcomes, strict=True
+        ):
+            assert epoch == solo_epoch and mine["target"].tolist() == theirs["target"].tolist()
+            assert mine["prediction"].tolist() == theirs["prediction"].tolist()
         assert together.summary["pack_size"] == 2
         assert together.summary["packed_evals"] == 1
     # The learning rates really differ: the two curves part ways.

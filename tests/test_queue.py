@@ -12,6 +12,7 @@ from lorabench.config import resolve_job
 from lorabench.store import (
     LeaseLost,
     MetricRow,
+    OutcomeRow,
     StoreError,
     cancel,
     claim,
@@ -25,7 +26,7 @@ from lorabench.store import (
     release,
     retry,
 )
-from lorabench.store.models import Attempt, Job, Metric
+from lorabench.store.models import Attempt, Job, Metric, Outcome
 
 
 def configs(n: int):
@@ -95,6 +96,26 @@ def test_expired_lease_is_reclaimed_and_the_old_token_is_fenced_out(engine):
         values = conn.execute(select(Metric.value)).scalars().all()
     assert outcomes == [(1, "lost"), (2, "done")]
     assert values == [0.9]  # the stale worker wrote nothing
+
+
+def test_outcomes_are_written_with_the_metrics_and_fenced_by_the_lease(engine):
+    from lorabench.store.outcomes import decode_outcomes, encode_outcomes
+
+    enqueue(engine, "s", configs(1))
+    w1, w2 = register_worker(engine, "cpu"), register_worker(engine, "cpu")
+    first = claim(engine, w1, lease_seconds=60)
+    second = claim(engine, w2, lease_seconds=60, now=time.time() + 61)
+    stale = [OutcomeRow("eval", 1, encode_outcomes({"correct": [True, False]}))]
+    with pytest.raises(LeaseLost):
+        finish(engine, first, [MetricRow("eval", "accuracy", 1, 0.5, epoch=1)], outcomes=stale)
+    rows = [OutcomeRow("eval", e, encode_outcomes({"prediction": [e, 1], "target": [1, 1]}))
+            for e in (1, 2)]  # fmt: skip
+    finish(engine, second, [MetricRow("eval", "accuracy", 1, 0.5, epoch=1)], outcomes=rows)
+    with engine.connect() as conn:
+        columns = (Outcome.job_id, Outcome.attempt_id, Outcome.split, Outcome.epoch, Outcome.data)
+        stored = conn.execute(select(*columns).order_by(Outcome.epoch)).all()
+    assert [tuple(r[:4]) for r in stored] == [(1, second.attempt_id, "eval", e) for e in (1, 2)]
+    assert decode_outcomes(stored[1].data)["prediction"].tolist() == [2, 1]
 
 
 def test_heartbeat_renews_the_lease_and_publishes_progress(engine):

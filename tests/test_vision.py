@@ -73,6 +73,7 @@ def make(task, model, **params):
             seed=params.pop("seed", 0),
             train_size=params.pop("train_size", None),
             eval_size=params.pop("eval_size", None),
+            select_split=params.pop("select_split", True),
             params=build_task_params(task, {k: str(v) if isinstance(v, Path) else v
                                             for k, v in params.items()}),
         ),
@@ -108,7 +109,7 @@ def test_paper_epochs_is_about_a_thousand_steps_in_whole_epochs():
 
 @pytest.mark.parametrize("task", sorted(HUB))
 def test_every_loader_reads_its_hub_layout_and_classifies_each_image(task, clip, hub_data):
-    t = make(task, clip, data=hub_data[task])
+    t = make(task, clip, data=hub_data[task], select_split=False)  # all of the train split
     assert t.class_names == tuple(NAMES)
     train, test = t.load("train"), t.load("validation")
     # "validation" is the test split: the paper scores the test set.
@@ -150,7 +151,7 @@ def test_batches_are_the_checkpoints_processor_output(clip, hub_data, tmp_path):
     expected = (torch.tensor(colour, dtype=torch.float32).view(3, 1, 1) / 255 - mean) / std
     torch.testing.assert_close(pixels, expected.expand(1, 3, 32, 32))
     # Striped, non-square images: batches equal the saved processor's output on the same images.
-    t = make("ic-eurosat", clip, data=hub_data["ic-eurosat"])
+    t = make("ic-eurosat", clip, data=hub_data["ic-eurosat"], select_split=False)
     images = [make_image(label, i) for i, label in enumerate([0, 1, 2, 0])]
     reference = AutoImageProcessor.from_pretrained(clip)(images=images, return_tensors="pt")
     batch = t.collate(t.load("train")[:4])["pixel_values"]
@@ -203,7 +204,7 @@ def test_an_imagefolder_tree_and_a_saved_dataset_load_too(tmp_path, clip):
 
     folder = write_imagefolder(tmp_path / "folder", names=["dog", "cat"],
                                splits={"train": 3, "test": 2})  # fmt: skip
-    t = make("ic-dtd", clip, data=folder)
+    t = make("ic-dtd", clip, data=folder, select_split=False)
     assert t.class_names == ("cat", "dog")  # the builder sorts the folder names
     assert sorted(e["label"] for e in t.load("train")) == [0, 0, 0, 1, 1, 1]
     assert len(t.load("validation")) == 4
@@ -214,7 +215,8 @@ def test_an_imagefolder_tree_and_a_saved_dataset_load_too(tmp_path, clip):
         {s: datasets.load_dataset(str(folder), split=s) for s in ("train", "test")}
     ).save_to_disk(str(saved))
     t = make("ic-dtd", clip, data=saved)
-    assert t.class_names == ("cat", "dog") and len(t.load("train")) == 6
+    assert t.class_names == ("cat", "dog") and len(t.load("train")) == 5  # and 1 select
+    assert len(t.load("select")) == 1
 
 
 def test_subsets_are_stratified_and_the_same_for_every_seed(clip, hub_data):
@@ -229,6 +231,25 @@ def test_subsets_are_stratified_and_the_same_for_every_seed(clip, hub_data):
     labels = [0, 1, 2, 3, 4, 5] * 2
     assert fixed_subset(list(range(12)), labels, 4) == fixed_subset(list(range(12)), labels, 4)
     assert len(set(fixed_subset(list(range(12)), labels, 4))) == 4
+
+
+def test_select_is_carved_from_the_train_split_fixed_and_disjoint(clip, hub_data, tmp_path):
+    def rows(t, split):  # noqa: ANN001, ANN202
+        return {(e["split"], e["row"]) for e in t.load(split)}
+
+    t = make("ic-dtd", clip, data=hub_data["ic-dtd"], seed=4)
+    train, select, test = rows(t, "train"), rows(t, "select"), rows(t, "test")
+    assert len(select) == 1 and {s for s, _ in select} == {"train"}  # 10% of 12 images
+    assert not select & train and len(train | select) == 12
+    assert {s for s, _ in test} == {"test"} and len(test) == 6  # the test split, as before
+    assert rows(make("ic-dtd", clip, data=hub_data["ic-dtd"]), "select") == select
+    today = make("ic-dtd", clip, data=hub_data["ic-dtd"], select_split=False)
+    assert rows(today, "train") == {("train", i) for i in range(12)} and not today.load("select")
+    # 10% of a larger split, stratified by class.
+    big = write_hub_dataset(tmp_path / "big", names=NAMES, splits={"train": 20, "test": 1})
+    t = make("ic-eurosat", clip, data=big)
+    assert sorted(e["label"] for e in t.load("select")) == [0, 0, 1, 1, 2, 2]
+    assert len(t.load("train")) == 54
 
 
 def test_user_mistakes_get_messages_naming_the_problem(tmp_path, clip, hub_data):
@@ -250,8 +271,8 @@ def test_user_mistakes_get_messages_naming_the_problem(tmp_path, clip, hub_data)
         make("ic-dtd", clip, data=hub_data["ic-dtd"], class_names=("a", "b"))
     with pytest.raises(DataSourceError, match="cannot load split 'validation'"):
         make("ic-dtd", clip, data=hub_data["ic-dtd"], eval_split="validation")
-    with pytest.raises(ValueError, match="unknown split 'test'"):
-        make("ic-dtd", clip, data=hub_data["ic-dtd"]).load("test")
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        make("ic-dtd", clip, data=hub_data["ic-dtd"]).load("dev")
 
 
 @pytest.mark.slow

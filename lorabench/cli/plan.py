@@ -29,7 +29,9 @@ AXIS_FLAGS = {
     "schedule": "linear or cosine.",
     "max_length": "Maximum sequence length(s).",
     "train_size": "Training examples used.",
-    "eval_size": "Evaluation examples used.",
+    "eval_size": "Evaluation examples used (per evaluated split: test, and select).",
+    "select_split": "Hold out a select split from training to choose epochs and learning rates "
+    "on (true, the default), or not (false: the paper's protocol); true,false plans both.",
 }
 
 
@@ -96,6 +98,7 @@ def plan_command(
     max_length: Annotated[str | None, typer.Option(help=AXIS_FLAGS["max_length"])] = None,
     train_size: Annotated[str | None, typer.Option(help=AXIS_FLAGS["train_size"])] = None,
     eval_size: Annotated[str | None, typer.Option(help=AXIS_FLAGS["eval_size"])] = None,
+    select_split: Annotated[str | None, typer.Option(help=AXIS_FLAGS["select_split"])] = None,
     targets: Annotated[
         str | None, typer.Option(help="Module patterns to adapt, comma-separated (one value).")
     ] = None,
@@ -130,7 +133,7 @@ def plan_command(
         "alpha": alpha, "dropout": dropout, "epochs": epochs, "max_steps": max_steps,
         "batch_size": batch_size, "grad_accum": grad_accum, "precision": precision,
         "schedule": schedule, "max_length": max_length, "train_size": train_size,
-        "eval_size": eval_size,
+        "eval_size": eval_size, "select_split": select_split,
     }  # fmt: skip
     with user_errors():
         overrides = collect_overrides(flags, targets, set_ or [])

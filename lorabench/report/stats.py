@@ -162,7 +162,8 @@ def prepare(metric: str, outcome: Arrays, *, primary: bool) -> Prepared | None:
     if "correct" in outcome:
         if base != "accuracy" or not primary:
             return None
-        return {"correct": np.asarray(outcome["correct"], dtype=bool)}, _accuracy
+        # float: HumanEval's is a per-problem share of passing samples, not only 0/1
+        return {"correct": np.asarray(outcome["correct"], dtype=float)}, _accuracy
     pred, true = np.asarray(outcome["prediction"]), np.asarray(outcome["target"])
     if base in ("matthews_correlation", "macro_f1"):
         classes, codes = np.unique(np.concatenate([pred, true]), return_inverse=True)

@@ -1,9 +1,10 @@
 """Per-example evaluation outcomes as bytes for the ``outcome`` table, and back.
 
-An outcome is ``{"correct": bool[n]}`` (classification read as right/wrong, generated answers,
-programs) or ``{"prediction": float[n], "target": float[n]}`` (what a metric such as MCC or
-Pearson needs), in the order of the task's fixed evaluation set. Stored as a compressed
-``numpy.savez`` archive, read back without pickle.
+An outcome is ``{"correct": [n]}`` (right/wrong per example as bool, or the share of an
+example's samples that were right, e.g. HumanEval's c / n per problem) or
+``{"prediction": float[n], "target": float[n]}`` (what a metric such as MCC or Pearson needs),
+in the order of the task's fixed evaluation set. Stored as a compressed ``numpy.savez``
+archive, read back without pickle.
 """
 
 from __future__ import annotations

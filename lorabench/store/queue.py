@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from lorabench.config import JobConfig
-from lorabench.store.models import Attempt, Job, Metric, Sweep, Worker
+from lorabench.store.models import Attempt, Job, Metric, Outcome, Sweep, Worker
 
 PACK_SCAN_LIMIT = 2000  # claimable jobs of a sweep looked through for pack mates
 
@@ -53,6 +53,15 @@ class MetricRow:
     step: int
     value: float
     epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class OutcomeRow:
+    """One evaluation's per-example results, encoded by `store.outcomes.encode_outcomes`."""
+
+    split: str
+    epoch: int
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -459,9 +468,11 @@ def finish(
     claimed: ClaimedJob,
     metrics: Iterable[MetricRow],
     *,
+    outcomes: Iterable[OutcomeRow] = (),
     resumed_from_step: int | None = None,
 ) -> None:
-    """Mark the job done and store its metrics, atomically. Raises LeaseLost if fenced out."""
+    """Mark the job done and store its metrics and outcomes, atomically. Raises LeaseLost if
+    fenced out (and then writes nothing)."""
     with engine.begin() as conn:
         now = _clock(conn)
         done = conn.execute(
@@ -492,6 +503,10 @@ def finish(
         ]
         if rows:
             conn.execute(insert(Metric), rows)
+        kept = [{"job_id": claimed.job_id, "attempt_id": claimed.attempt_id, "split": o.split,
+                 "epoch": o.epoch, "data": o.data} for o in outcomes]  # fmt: skip
+        if kept:
+            conn.execute(insert(Outcome), kept)
         _end_attempt(conn, claimed, "done", None, now, resumed_from_step)
 
 

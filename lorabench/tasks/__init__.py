@@ -8,6 +8,8 @@ import importlib
 import pkgutil
 
 from lorabench.tasks.base import (
+    SPLITS,
+    Evaluation,
     InvalidTaskParams,
     Task,
     TaskDefaults,
@@ -18,10 +20,13 @@ from lorabench.tasks.base import (
     build_task,
     build_task_params,
     get_task_info,
+    split_name,
     task_names,
 )
 
 __all__ = [
+    "SPLITS",
+    "Evaluation",
     "InvalidTaskParams",
     "Task",
     "TaskDefaults",
@@ -32,6 +37,7 @@ __all__ = [
     "build_task",
     "build_task_params",
     "get_task_info",
+    "split_name",
     "task_names",
 ]
 

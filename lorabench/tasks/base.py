@@ -13,6 +13,32 @@ from torch import nn
 
 Batch = dict[str, torch.Tensor]
 
+# Every task's splits: `train`; `select`, held out from training and read only to choose epochs
+# and learning rates; `test`, the split the task reports (stored as metric split "eval").
+SPLITS = ("train", "select", "test")
+
+
+def split_name(split: str) -> str:
+    """`split` as one of SPLITS: "validation", the name before `select` existed, is "test"."""
+    name = "test" if split == "validation" else split
+    if name not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return name
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation measured.
+
+    `outcomes`: per-example results in the order of the evaluated examples, either
+    ``{"correct": [bool]}`` (right or wrong by the primary metric) or ``{"prediction": [...],
+    "target": [...]}`` (what metrics such as MCC or Pearson are recomputed from); None where the
+    split has no per-example reading (a held-out loss).
+    """
+
+    scores: dict[str, float]
+    outcomes: dict[str, list] | None = None
+
 
 @dataclass(frozen=True)
 class TaskDefaults:
@@ -114,17 +140,26 @@ class Task(Protocol):
 
     def load_model(self) -> nn.Module: ...
 
-    def load(self, split: str) -> Sequence[dict[str, Any]]: ...
+    def load(self, split: str) -> Sequence[dict[str, Any]]:
+        """The examples of one of SPLITS ("validation" is an alias of "test"); "select" is
+        empty when the job's `select_split` is off."""
+        ...
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> Batch: ...
 
     def collate_eval(self, examples: Sequence[dict[str, Any]]) -> Batch:
-        """Batches for `evaluate`: the training batch for classifiers, prompts for generation."""
+        """Batches for `evaluate`: the training batch for classifiers, prompts for generation
+        (and training batches for a select split scored by its loss)."""
         ...
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor: ...
 
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]: ...
+    def evaluate(
+        self, model: nn.Module, batches: Iterable[Batch], split: str = "test"
+    ) -> Evaluation:
+        """Scores (and outcomes) of `model` on batches of `split`'s examples: "test" gives the
+        task's metrics; "select" the same names, or `info.select_metric` where it differs."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -135,8 +170,10 @@ class TaskSettings:
     max_length: int
     seed: int
     train_size: int | None
-    eval_size: int | None
+    eval_size: int | None  # examples scored per evaluated split (test, and select)
     params: TaskParams = TaskParams()
+    # Carve a `select` split out of the training data (off: train is what it was before).
+    select_split: bool = True
 
 
 TaskFactory = Callable[[TaskSettings], Task]

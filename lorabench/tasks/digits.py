@@ -6,6 +6,10 @@ a hub. Adapters wrap nn.Linear only, and EfficientNet is convolutional: its 1x1 
 (block expansion, block projection, head) are per-pixel linear maps, so they are rebuilt as
 `Pointwise` modules holding that map as an nn.Linear named `linear`, the default target.
 The stem and depthwise convolutions stay frozen, BatchNorm included (see `DigitsNet.train`).
+
+Splits: a fixed stratified 80/20 split (1,437 / 360); the 20% is `test`. `select` is carved
+from the 80%: 10%, stratified, 144 images (`eval_size` of them scored, like test), and
+`train_size` draws from the other 1,293. Select is scored like test (accuracy, macro-F1).
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from lorabench.tasks.base import (
     TaskParams,
     TaskSettings,
     register_task,
+    split_name,
 )
+from lorabench.tasks.selection import carve
 from lorabench.tasks.vision import PixelClassifierSteps, fixed_subset
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
@@ -198,19 +204,20 @@ class Digits(PixelClassifierSteps):
         digits = load_digits()
         self.images = torch.tensor(digits.images, dtype=torch.float32)
         self.labels = [int(y) for y in digits.target]
-        train, validation = split_indices(self.labels)
+        train, test = split_indices(self.labels)
+        train, select = carve(train, self.labels) if settings.select_split else (train, [])
         self.split_indices = {
             "train": fixed_subset(train, self.labels, settings.train_size),
-            "validation": fixed_subset(validation, self.labels, settings.eval_size),
+            "select": fixed_subset(select, self.labels, settings.eval_size),
+            "test": fixed_subset(test, self.labels, settings.eval_size),
         }
 
     def load_model(self) -> nn.Module:
         return build_lite0(self._weights, self.params.image_size, num_classes=10)
 
     def load(self, split: str) -> Sequence[dict[str, Any]]:
-        if split not in self.split_indices:
-            raise ValueError(f"unknown split {split!r}; expected one of {list(self.split_indices)}")
-        return [{"index": i, "label": self.labels[i]} for i in self.split_indices[split]]
+        indices = self.split_indices[split_name(split)]
+        return [{"index": i, "label": self.labels[i]} for i in indices]
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> Batch:
         indices = torch.tensor([e["index"] for e in examples])

@@ -1,4 +1,10 @@
-"""Offline tasks built on models and data that PyPI packages ship."""
+"""Offline tasks built on models and data that PyPI packages ship.
+
+bbc-news: a fixed stratified 80/20 split of the 2,225 documents; the 20% (445) is the `test`
+split, `eval_size` of it by a fixed stratified draw. `select` is carved from the 80% (1,780):
+10%, stratified, 178 documents, of which `eval_size` are scored; `train_size` draws from the
+other 1,602. Select is scored like test (accuracy, macro-F1).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,18 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from lorabench.tasks.base import Batch, TaskDefaults, TaskInfo, TaskSettings, register_task
+from lorabench.tasks.base import (
+    Batch,
+    Evaluation,
+    TaskDefaults,
+    TaskInfo,
+    TaskSettings,
+    register_task,
+    split_name,
+)
 from lorabench.tasks.metrics import classification_metrics
 from lorabench.tasks.models import MINILM, resolve_model
+from lorabench.tasks.selection import carve
 
 # The split is fixed, whatever the job's seed, so every job is scored on the same documents.
 _SPLIT_SEED = 0
@@ -65,12 +80,16 @@ class BbcNews:
         self.tokenizer = AutoTokenizer.from_pretrained(self._model_path)
         self.texts, self.labels, self.label_names = read_bbc_news(bbc_news_folder())
         every = list(range(len(self.texts)))
-        train, validation = train_test_split(
+        train, test = train_test_split(
             every, test_size=_VALIDATION_FRACTION, random_state=_SPLIT_SEED, stratify=self.labels
         )
+        train, select = sorted(train), []
+        if settings.select_split:
+            train, select = carve(train, self.labels)
         self.split_indices = {
-            "train": _stratified_subset(sorted(train), self.labels, settings.train_size),
-            "validation": _stratified_subset(sorted(validation), self.labels, settings.eval_size),
+            "train": _stratified_subset(train, self.labels, settings.train_size),
+            "select": _stratified_subset(select, self.labels, settings.eval_size),
+            "test": _stratified_subset(sorted(test), self.labels, settings.eval_size),
         }
 
     def load_model(self) -> nn.Module:
@@ -88,9 +107,9 @@ class BbcNews:
             logging.set_verbosity(verbosity)
 
     def load(self, split: str) -> Sequence[dict[str, Any]]:
-        if split not in self.split_indices:
-            raise ValueError(f"unknown split {split!r}; expected one of {list(self.split_indices)}")
-        indices = self.split_indices[split]
+        indices = self.split_indices[split_name(split)]
+        if not indices:
+            return []
         encoded = self.tokenizer(
             [self.texts[i] for i in indices],
             truncation=True,
@@ -118,14 +137,19 @@ class BbcNews:
         return model(**batch).loss
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, batches: Iterable[Batch], split: str = "test"
+    ) -> Evaluation:
         labels: list[int] = []
         predictions: list[int] = []
         for batch in batches:
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
             predictions += logits.logits.argmax(dim=-1).tolist()
             labels += batch["labels"].tolist()
-        return classification_metrics(labels, predictions)
+        return Evaluation(
+            classification_metrics(labels, predictions),
+            {"prediction": predictions, "target": labels},
+        )
 
 
 BBC_NEWS = TaskInfo(

@@ -5,6 +5,13 @@ linear decay with 3% warm-up, no weight decay, fp32, the best epoch's score. GLU
 labels are hidden (-1), so every task scores on validation; MNLI on both of its validation
 sets, with the matched one as the task's score (the number GLUE papers, LoRA's included,
 print as "MNLI"; the mismatched one is reported beside it).
+
+Splits: `test` is GLUE's validation (both sets for MNLI), `eval_size` rows of each by a fixed
+draw. `select` is carved from GLUE's train split: 10%, at most 1,000 rows, stratified by label
+(STS-B: a plain fixed draw), e.g. RTE 249, MRPC 367, CoLA 855, SST-2/QNLI/QQP/MNLI 1,000;
+`eval_size` of them are scored, and `train_size` draws from the rest. Select is scored by the
+task's metrics (MNLI's, drawn from its training genres, as `accuracy_matched`). Outcomes are
+each example's prediction and label on the set the primary metric reads (MNLI: matched).
 """
 
 from __future__ import annotations
@@ -22,14 +29,17 @@ from torch import nn
 
 from lorabench.tasks.base import (
     Batch,
+    Evaluation,
     TaskDefaults,
     TaskInfo,
     TaskParams,
     TaskSettings,
     register_task,
+    split_name,
 )
 from lorabench.tasks.glue_metrics import score
 from lorabench.tasks.models import resolve_model
+from lorabench.tasks.selection import carve
 from lorabench.tasks.sources import DataSourceError, load_split
 
 ROBERTA_BASE = "FacebookAI/roberta-base"
@@ -152,22 +162,34 @@ class GlueTask:
             logging.set_verbosity(verbosity)
 
     def load(self, split: str) -> Sequence[dict[str, Any]]:
-        if split == "train":
-            parts, size = (("train", ""),), self.settings.train_size
-        elif split == "validation":
-            parts, size = self.spec.validation, self.settings.eval_size
-        else:
+        try:
+            split = split_name(split)
+        except ValueError as error:
             raise GlueDataError(
-                f"task {self.info.name!r}: unknown split {split!r}; expected 'train' or "
-                "'validation' (GLUE's test labels are hidden, so scores come from validation)"
-            )
-        examples: list[dict[str, Any]] = []
-        for group, (name, _) in enumerate(parts):
-            texts, labels = self._read(name, size)
-            examples += self._encode(texts, labels, group)
-        return examples
+                f"task {self.info.name!r}: {error} (GLUE's test labels are hidden, so `test` "
+                "is GLUE's validation)"
+            ) from None
+        if split == "test":
+            examples: list[dict[str, Any]] = []
+            for group, (name, _) in enumerate(self.spec.validation):
+                dataset, where = self._open(name)
+                examples += self._encode(
+                    *self._read(dataset, where, self.settings.eval_size), group
+                )
+            return examples
+        dataset, where = self._open("train")
+        rows = list(range(len(dataset)))
+        if self.settings.select_split:
+            labels = None if self.spec.regression else list(dataset["label"])
+            train, select = carve(rows, labels)
+            rows = train if split == "train" else select
+        elif split == "select":
+            return []
+        size = self.settings.train_size if split == "train" else self.settings.eval_size
+        return self._encode(*self._read(dataset, where, size, rows), 0)
 
-    def _read(self, split: str, size: int | None) -> tuple[list[list[str]], list[float]]:
+    def _open(self, split: str) -> tuple[Any, str]:
+        """One split of the data with its columns checked, and how messages name it."""
         spec, data = self.spec, self.params.data
         config = self.params.config or spec.config
         dataset = load_split(data, split, config=config)
@@ -181,10 +203,20 @@ class GlueTask:
             )
         if len(dataset) == 0:
             raise GlueDataError(f"{where} has no rows")
-        if size is not None and size < len(dataset):
-            picked = random.Random(_SUBSET_SEED).sample(range(len(dataset)), size)
-            dataset = dataset.select(sorted(picked))
-        columns = dataset.select_columns(needed).to_dict()
+        return dataset, where
+
+    def _read(
+        self, dataset: Any, where: str, size: int | None, rows: list[int] | None = None
+    ) -> tuple[list[list[str]], list[float]]:
+        """Texts and labels of `size` of `rows` (None: every row), drawn by a fixed seed."""
+        spec = self.spec
+        rows = list(range(len(dataset))) if rows is None else rows
+        if size is not None and size < len(rows):
+            picked = random.Random(_SUBSET_SEED).sample(range(len(rows)), size)
+            rows = sorted(rows[i] for i in picked)
+        if len(rows) < len(dataset):
+            dataset = dataset.select(rows)
+        columns = dataset.select_columns([*spec.text_fields, "label"]).to_dict()
         texts = [columns[field] for field in spec.text_fields]
         for field, values in zip(spec.text_fields, texts, strict=True):
             bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
@@ -240,8 +272,11 @@ class GlueTask:
         return model(**batch).loss
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
-        groups = len(self.spec.validation)
+    def evaluate(
+        self, model: nn.Module, batches: Iterable[Batch], split: str = "test"
+    ) -> Evaluation:
+        # Select examples all come from GLUE's train split: group 0, scored under its names.
+        groups = 1 if split_name(split) == "select" else len(self.spec.validation)
         labels: list[list[float]] = [[] for _ in range(groups)]
         predictions: list[list[float]] = [[] for _ in range(groups)]
         for batch in batches:
@@ -255,10 +290,11 @@ class GlueTask:
                 labels[group].append(label)
                 predictions[group].append(value)
         scores: dict[str, float] = {}
-        for group, (_, suffix) in enumerate(self.spec.validation):
+        for group, (_, suffix) in enumerate(self.spec.validation[:groups]):
             part = score(self.spec.metrics, labels[group], predictions[group])
             scores.update({f"{name}{suffix}": value for name, value in part.items()})
-        return scores
+        # Group 0 is the set the primary metric reads (MNLI: matched).
+        return Evaluation(scores, {"prediction": predictions[0], "target": labels[0]})
 
 
 def _is_number(value: Any) -> bool:

@@ -21,6 +21,11 @@ trained to end with "#### N", so the strict reading is its stated answer, wherea
 number may be an intermediate result of an unfinished solution that happens to be right.
 MetaMath's own GSM8K script likewise reads the marked answer ("The answer is: N"); the paper
 does not say how it extracts answers.
+
+Select split (see nlg.py), scored like test by generation: `gsm8k` holds out 200 MetaMathQA
+rows (a fixed draw; those whose final answer is not a plain number, e.g. MATH's "\\frac{1}{2}",
+stay held out but are not scored); `gsm8k-mini` holds out 100 of its 1,000 training problems.
+Outcomes: `correct` per test problem, by the strict reading.
 """
 
 from __future__ import annotations
@@ -149,6 +154,11 @@ class Gsm8kScoring:
             "accuracy_flexible": accuracy(completions, golds, "flexible"),
         }
 
+    def correct(self, records: Sequence[dict[str, Any]], completions: Sequence[str]) -> list:
+        """Right or wrong by the strict reading (the primary metric), per record."""
+        return [extract_answer(c, "strict") == normalize_number(r["gold"])
+                for r, c in zip(records, completions, strict=True)]  # fmt: skip
+
 
 # --- gsm8k: the paper's setup ----------------------------------------------------------------
 
@@ -173,6 +183,16 @@ class Gsm8k(Gsm8kScoring, CausalLMTask):
         p = self.params
         rows = load_split(p.eval_data, p.eval_split, config=p.eval_config)
         return gsm8k_records(rows, self, p.eval_data)
+
+    def select_records(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        records = []
+        for row in rows:
+            query, response = self.training_pair(row)
+            # The whole final answer must be a number: MATH's 2\sqrt{3} must not read as 2.
+            gold = normalize_number(response.rsplit("####", 1)[-1]) if "####" in response else None
+            if gold is not None:
+                records.append({"prompt": self.format_prompt(query), "gold": gold})
+        return records
 
 
 # --- gsm8k-mini: offline smoke setup ---------------------------------------------------------
@@ -228,6 +248,9 @@ class Gsm8kMini(Gsm8kScoring, CausalLMTask):
 
     def eval_records(self) -> list[dict[str, Any]]:
         return gsm8k_records(self._eval_pool, self, "embedded GSM8K")
+
+    def select_records(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return gsm8k_records(rows, self, "embedded GSM8K")
 
 
 _METRICS = ("accuracy_strict", "accuracy_flexible")

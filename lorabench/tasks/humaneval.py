@@ -31,6 +31,13 @@ size. The default does the same in one pass: n = 8 samples per problem at temper
 top-p 0.95 (the Codex paper's and lm-evaluation-harness's pass@1 setting), scored by the
 unbiased estimator, whose mean over problems equals the mean pass@1 of eight runs. The paper
 does not give its temperature. With temperature 0 decoding is greedy and n is 1.
+
+Select split (see nlg.py): held-out training rows have no unit tests, so select is scored by
+their response loss (`select_metric = "loss"`, lower is better): `humaneval` holds out 1,000
+CodeFeedback rows, `humaneval-mini` 12 of its 124 training problems. Outcomes on test:
+`correct` per problem, the fraction of its n samples that passed (c / n, pass@1's unbiased
+estimate for that problem), so their mean is pass@1 and a paired bootstrap resamples problems,
+not the correlated samples of one problem.
 """
 
 from __future__ import annotations
@@ -46,7 +53,15 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
-from lorabench.tasks.base import Batch, TaskDefaults, TaskInfo, TaskSettings, register_task
+from lorabench.tasks.base import (
+    Batch,
+    Evaluation,
+    TaskDefaults,
+    TaskInfo,
+    TaskSettings,
+    register_task,
+    split_name,
+)
 from lorabench.tasks.generation import generate
 from lorabench.tasks.models import SMOLLM2
 from lorabench.tasks.nlg import (
@@ -55,6 +70,7 @@ from lorabench.tasks.nlg import (
     CausalLMTask,
     GenerationParams,
     InstructionDataParams,
+    held_out_loss,
 )
 from lorabench.tasks.passk import mean_pass_at_k
 from lorabench.tasks.sources import DataSourceError, load_split
@@ -195,7 +211,11 @@ class HumanEvalScoring:
         passed = self._execute(problems, completions)
         return {"pass@1": pass_at_1([[ok] for ok in passed]), **self._isolation_record()}
 
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, batches: Iterable[Batch], split: str = "test"
+    ) -> Evaluation:
+        if split_name(split) == "select":  # training rows have no tests: their loss
+            return Evaluation({"loss": held_out_loss(model, batches)})
         every = self._eval_set()  # type: ignore[attr-defined]
         records = [every[i] for batch in batches for i in batch["index"].tolist()]
         p, n = self.params, self.params.n
@@ -220,7 +240,7 @@ class HumanEvalScoring:
         self._evaluations += 1
         if p.dump_generations:
             self._dump_samples(records, completions, passed, scores)
-        return scores
+        return Evaluation(scores, {"correct": [sum(p) / len(p) for p in per_problem]})
 
     def _trim(self, completion: str) -> str:
         # The prompt ends a line, so a fence at the very start closes the block the response
@@ -380,6 +400,7 @@ HumanEval.info = TaskInfo(
     needs_download=True,
     summary="CodeFeedback (100k) -> HumanEval pass@1 (n=8, T=0.2), Llama-3.1-8B: the paper's code",
     params_cls=HumanEvalParams,
+    select_metric="loss",
 )
 
 HumanEvalMini.info = TaskInfo(
@@ -400,6 +421,7 @@ HumanEvalMini.info = TaskInfo(
     needs_download=False,
     summary="SMOKE test: SmolLM2-135M on embedded HumanEval problems (offline; pass@1 near zero)",
     params_cls=HumanEvalMiniParams,
+    select_metric="loss",
 )
 
 register_task(HumanEval.info, HumanEval)

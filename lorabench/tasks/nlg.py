@@ -5,6 +5,14 @@ A subclass of `CausalLMTask` says where its training pairs come from (`training_
 (`eval_records`) and how completions score (`score`). The base does the rest: model and
 tokenizer, prompt template, tokenisation with the loss on response tokens only, padding,
 loss, and evaluation by batched greedy generation.
+
+Splits: `test` is the task's fixed evaluation problems (`eval_records`, the first `eval_size`).
+`select` is carved from the training rows by a fixed seed before `train_size` draws the
+training set from the rest by the job's seed: 10%, at most 200 rows where select is scored by
+generation (`select_records`, the task's own metrics), at most 1,000 where the task scores it by
+the held-out response loss (`info.select_metric == "loss"`: one forward pass per row); the
+first `eval_size` of them are scored. Outcomes on test: `correct` per problem, by the primary
+metric (`correct`), where the task defines it.
 """
 
 from __future__ import annotations
@@ -21,9 +29,18 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from lorabench.tasks.base import Batch, TaskDefaults, TaskInfo, TaskParams, TaskSettings
+from lorabench.tasks.base import (
+    Batch,
+    Evaluation,
+    TaskDefaults,
+    TaskInfo,
+    TaskParams,
+    TaskSettings,
+    split_name,
+)
 from lorabench.tasks.generation import ensure_pad_token, generate
 from lorabench.tasks.models import resolve_model
+from lorabench.tasks.selection import GENERATION_SELECT_CAP, SELECT_CAP, carve
 from lorabench.tasks.sources import DataSourceError, load_split
 
 IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt, padding)
@@ -102,6 +119,8 @@ class CausalLMTask:
         self.tokenizer = AutoTokenizer.from_pretrained(self._model_path)
         ensure_pad_token(self.tokenizer)
         self._eval: list[dict[str, Any]] | None = None
+        self._select: list[dict[str, Any]] | None = None
+        self._carved: tuple[list[int], list[int]] | None = None
         self._evaluations = 0
 
     # --- what subclasses provide -------------------------------------------------------------
@@ -130,6 +149,15 @@ class CausalLMTask:
         """Metrics of the completions (one per record, same order)."""
         raise NotImplementedError
 
+    def correct(self, records: Sequence[dict[str, Any]], completions: Sequence[str]) -> list | None:
+        """Whether each completion is right by the primary metric (None: not defined)."""
+        return None
+
+    def select_records(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Evaluation records (as `eval_records`) of held-out training rows, for a task whose
+        select split is scored by generation; rows without a usable answer may be left out."""
+        raise NotImplementedError(f"task {self.info.name!r} cannot score training rows")
+
     # --- the Task protocol -------------------------------------------------------------------
 
     def format_prompt(self, instruction: str) -> str:
@@ -147,15 +175,21 @@ class CausalLMTask:
             logging.set_verbosity(verbosity)
 
     def load(self, split: str) -> Sequence[dict[str, Any]]:
-        if split == "train":
-            rows = self.training_rows()
-            chosen = subsample(len(rows), self.settings.train_size, self.settings.seed)
-            # One select is far faster than indexing a datasets.Dataset row by row.
-            picked = rows.select(chosen) if hasattr(rows, "select") else [rows[i] for i in chosen]
-            return self.encode_pairs([self.training_pair(row) for row in picked])
-        if split == "validation":
+        split = split_name(split)
+        if split == "test":
             return [{"index": i} for i in range(len(self._eval_set()))]
-        raise ValueError(f"unknown split {split!r}; expected 'train' or 'validation'")
+        if split == "select" and not self._by_loss:
+            return [{"index": i} for i in range(len(self._select_set()))]
+        rows = self.training_rows()
+        pool, select = self._carve(len(rows))
+        if split == "train":  # drawn by the job's seed from what select left
+            draw = subsample(len(pool), self.settings.train_size, self.settings.seed)
+            chosen = [pool[i] for i in draw]
+        else:  # select, scored by its loss: training pairs
+            chosen = select[: self.settings.eval_size]
+        # One select is far faster than indexing a datasets.Dataset row by row.
+        picked = rows.select(chosen) if hasattr(rows, "select") else [rows[i] for i in chosen]
+        return self.encode_pairs([self.training_pair(row) for row in picked])
 
     def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
         """Token ids and labels of (instruction, response) pairs, truncated to max_length."""
@@ -188,6 +222,8 @@ class CausalLMTask:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     def collate_eval(self, examples: Sequence[dict[str, Any]]) -> Batch:
+        if "labels" in examples[0]:  # select rows scored by their loss: training pairs
+            return self.collate(examples)
         # Prompts stay on the task; batches carry only which records to generate for.
         return {"index": torch.tensor([e["index"] for e in examples], dtype=torch.long)}
 
@@ -195,8 +231,13 @@ class CausalLMTask:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return response_loss(logits, batch["labels"])
 
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
-        every = self._eval_set()
+    def evaluate(
+        self, model: nn.Module, batches: Iterable[Batch], split: str = "test"
+    ) -> Evaluation:
+        split = split_name(split)
+        if split == "select" and self._by_loss:
+            return Evaluation({"loss": held_out_loss(model, batches)})
+        every = self._records(split)
         records = [every[i] for batch in batches for i in batch["index"].tolist()]
         completions = generate(
             model,
@@ -208,12 +249,30 @@ class CausalLMTask:
             progress=sys.stderr.isatty(),  # a bar for people at a terminal, not in logs/tests
         )
         scores = self.score(records, completions)
+        correct = self.correct(records, completions)
         self._evaluations += 1
         if self.params.dump_generations:
-            self._dump(records, completions, scores)
-        return scores
+            self._dump(records, completions, scores, split)
+        return Evaluation(scores, None if correct is None else {"correct": correct})
 
     # --- helpers -----------------------------------------------------------------------------
+
+    @property
+    def _by_loss(self) -> bool:
+        return self.info.select_metric == "loss"
+
+    def _carve(self, n: int) -> tuple[list[int], list[int]]:
+        """(training pool, select) positions among the `n` training rows."""
+        if self._carved is None:
+            if self.settings.select_split:
+                cap = SELECT_CAP if self._by_loss else GENERATION_SELECT_CAP
+                self._carved = carve(range(n), cap=cap)
+            else:
+                self._carved = (list(range(n)), [])
+        return self._carved
+
+    def _records(self, split: str) -> list[dict[str, Any]]:
+        return self._select_set() if split == "select" else self._eval_set()
 
     def _eval_set(self) -> list[dict[str, Any]]:
         # Every job scores the same problems: the first eval_size records, whatever the seed.
@@ -225,14 +284,27 @@ class CausalLMTask:
                 raise DataSourceError(f"task {self.info.name!r}: no evaluation problems")
         return self._eval
 
-    def _dump(self, records: Sequence[dict], completions: Sequence[str], scores: dict) -> None:
+    def _select_set(self) -> list[dict[str, Any]]:
+        # The same held-out rows for every job: the first eval_size of those carved.
+        if self._select is None:
+            rows = self.training_rows()
+            _, select = self._carve(len(rows))
+            picked = rows.select(select) if hasattr(rows, "select") else [rows[i] for i in select]
+            records = self.select_records(picked) if select else []
+            size = self.settings.eval_size
+            self._select = records[:size] if size is not None else records
+        return self._select
+
+    def _dump(self, records: Sequence[dict], completions: Sequence[str], scores: dict,
+              split: str) -> None:  # fmt: skip
         path = Path(self.params.dump_generations).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
+        head = {"evaluation": self._evaluations, "split": split}
         with path.open("a", encoding="utf-8") as out:
             for record, completion in zip(records, completions, strict=True):
-                row = {"evaluation": self._evaluations, **_jsonable(record)}
+                row = {**head, **_jsonable(record)}
                 out.write(json.dumps({**row, "completion": completion}) + "\n")
-            out.write(json.dumps({"evaluation": self._evaluations, "scores": scores}) + "\n")
+            out.write(json.dumps({**head, "scores": scores}) + "\n")
 
 
 def subsample(n: int, size: int | None, seed: int) -> list[int]:
@@ -249,11 +321,27 @@ def response_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     A batch whose responses were all truncated away has no labelled token: its loss is 0
     (with a graph, so backward still works) instead of NaN.
     """
+    total, count = _response_loss_sum(logits, labels)
+    return total / count.clamp(min=1)
+
+
+def _response_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
     shifted = logits[:, :-1].flatten(0, 1).float()
     targets = labels[:, 1:].flatten()
     total = F.cross_entropy(shifted, targets, ignore_index=IGNORE_INDEX, reduction="sum")
-    count = (targets != IGNORE_INDEX).sum()
-    return total / count.clamp(min=1)
+    return total, (targets != IGNORE_INDEX).sum()
+
+
+@torch.no_grad()
+def held_out_loss(model: nn.Module, batches: Iterable[Batch]) -> float:
+    """The response loss over every labelled token of `batches` (token-weighted, so it does
+    not depend on how the rows are batched)."""
+    total, count = 0.0, 0
+    for batch in batches:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        part, tokens = _response_loss_sum(logits, batch["labels"])
+        total, count = total + part.item(), count + int(tokens.item())
+    return total / max(count, 1)
 
 
 def _jsonable(record: dict[str, Any]) -> dict[str, Any]:

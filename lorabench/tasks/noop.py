@@ -2,6 +2,14 @@
 milliseconds: claim, child process, adapter injection, an optimizer step, evaluation,
 checkpoint, metrics written back. Scale and fault-injection tests run thousands of them.
 
+Splits: `train` and `test` are random points drawn by the job's seed (as they always were);
+`select` is `eval_size` fresh points from a fixed seed, the same for every job. The data are
+an unlimited synthetic source, so fresh points are held out just as carved ones would be, and
+the training set stays what it was. The score is minus the mean squared error; outcomes are
+the model's outputs and the targets flattened row by row (4 values per example), so that
+-mean((prediction - target)^2) recomputes the score (exactly, when the evaluation batches are
+of one size).
+
 `task_params` can make it slow (`sleep_s` per step) or fail on purpose at step `fault_step` of
 each attempt, the way real jobs fail: a NaN loss (deterministic), a simulated CUDA OOM or a
 full disk (transient), an error (deterministic) or the process killed by SIGKILL (a crash).
@@ -22,15 +30,18 @@ from torch import nn
 
 from lorabench.tasks.base import (
     Batch,
+    Evaluation,
     TaskDefaults,
     TaskInfo,
     TaskParams,
     TaskSettings,
     register_task,
+    split_name,
 )
 
 NOOP_MODEL = "noop-linear-4x4"
 _WIDTH = 4
+_SELECT_SEED = 2**40  # above every job's data seed (seed * 2 + 1 < 2**33): never a job's data
 
 
 class NoopParams(TaskParams):
@@ -57,17 +68,22 @@ class Noop:
             raise ValueError(f"task noop builds its own model; model must be {NOOP_MODEL!r}")
         self.info = NOOP
         self.params: NoopParams = settings.params  # type: ignore[assignment]
-        self.sizes = {"train": settings.train_size or 8, "validation": settings.eval_size or 4}
-        self.seed = settings.seed
+        eval_size = settings.eval_size or 4
+        select_size = eval_size if settings.select_split else 0
+        self.sizes = {"train": settings.train_size or 8, "select": select_size, "test": eval_size}
+        self.seeds = {
+            "train": settings.seed * 2,
+            "select": _SELECT_SEED,
+            "test": settings.seed * 2 + 1,
+        }
         self.steps_this_attempt = 0
 
     def load_model(self) -> nn.Module:
         return NoopModel()
 
     def load(self, split: str) -> Sequence[dict[str, Any]]:
-        if split not in self.sizes:
-            raise ValueError(f"unknown split {split!r}; expected one of {list(self.sizes)}")
-        generator = torch.Generator().manual_seed(self.seed * 2 + (split == "validation"))
+        split = split_name(split)
+        generator = torch.Generator().manual_seed(self.seeds[split])
         x = torch.randn(self.sizes[split], _WIDTH, generator=generator)
         return [{"x": row, "y": row.flip(0)} for row in x]
 
@@ -102,9 +118,17 @@ class Noop:
         return loss
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
-        errors = [torch.nn.functional.mse_loss(model(b["x"]), b["y"]).item() for b in batches]
-        return {"score": -sum(errors) / len(errors)}
+    def evaluate(
+        self, model: nn.Module, batches: Iterable[Batch], split: str = "test"
+    ) -> Evaluation:
+        errors, predictions, targets = [], [], []
+        for batch in batches:
+            output = model(batch["x"])
+            errors.append(torch.nn.functional.mse_loss(output, batch["y"]).item())
+            predictions += output.flatten().tolist()
+            targets += batch["y"].flatten().tolist()
+        return Evaluation({"score": -sum(errors) / len(errors)},
+                          {"prediction": predictions, "target": targets})  # fmt: skip
 
 
 NOOP = TaskInfo(

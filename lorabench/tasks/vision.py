@@ -15,6 +15,11 @@ laid out like the hub repository, an `imagefolder` tree (<root>/<split>/<class>/
 parquet or `save_to_disk` output. Images are decoded and preprocessed per batch by the
 checkpoint's own image processor (resize, centre crop, normalise): SVHN's 73,257 training
 images preprocessed up front would take ~44 GB.
+
+Splits: `test` is the params' `eval_split` (the paper's test set), `eval_size` of it by a
+fixed stratified draw. `select` is carved from `train_split`: 10%, stratified, at most 1,000
+images (e.g. DTD 376, EuroSAT 1,000), `eval_size` of them scored, like test; `train_size`
+draws from the rest. Select is scored like test (accuracy, macro-F1).
 """
 
 from __future__ import annotations
@@ -33,14 +38,17 @@ from torch import nn
 
 from lorabench.tasks.base import (
     Batch,
+    Evaluation,
     TaskDefaults,
     TaskInfo,
     TaskParams,
     TaskSettings,
     register_task,
+    split_name,
 )
 from lorabench.tasks.metrics import classification_metrics
 from lorabench.tasks.models import resolve_model
+from lorabench.tasks.selection import carve
 from lorabench.tasks.sources import DataSourceError, load_split
 
 CLIP_VIT_B16 = "openai/clip-vit-base-patch16"
@@ -127,14 +135,16 @@ def fixed_subset(indices: list[int], labels: Sequence[int], size: int | None) ->
 
 
 @torch.no_grad()
-def evaluate_classifier(model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
-    """Accuracy and macro-F1 of `model(pixel_values)` logits over `batches`."""
+def evaluate_classifier(model: nn.Module, batches: Iterable[Batch]) -> Evaluation:
+    """Accuracy and macro-F1 of `model(pixel_values)` logits over `batches`, and each
+    example's prediction and label."""
     labels: list[int] = []
     predictions: list[int] = []
     for batch in batches:
         predictions += model(batch["pixel_values"]).argmax(dim=-1).tolist()
         labels += batch["labels"].tolist()
-    return classification_metrics(labels, predictions)
+    return Evaluation(classification_metrics(labels, predictions),
+                      {"prediction": predictions, "target": labels})  # fmt: skip
 
 
 class PixelClassifierSteps:
@@ -147,7 +157,9 @@ class PixelClassifierSteps:
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(model(batch["pixel_values"]), batch["labels"])
 
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, batches: Iterable[Batch], split: str = "test"
+    ) -> Evaluation:
         return evaluate_classifier(model, batches)
 
 
@@ -239,7 +251,8 @@ class ImageClassification(PixelClassifierSteps):
         self._model_path = resolve_model(settings.model)
         with _quiet_transformers():
             self.processor = AutoImageProcessor.from_pretrained(self._model_path)
-        self.splits = {"train": self.params.train_split, "validation": self.params.eval_split}
+        # The two datasets read (examples name theirs: select rows live in the train one).
+        self.splits = {"train": self.params.train_split, "test": self.params.eval_split}
         self._images: dict[str, Any] = {}
         self.labels: dict[str, list[int]] = {}
         label_features = {}
@@ -249,11 +262,16 @@ class ImageClassification(PixelClassifierSteps):
             self.labels[key] = self._read_labels(dataset, split)
             label_features[key] = dataset.features[self.params.label_column]
         self.class_names = self._class_names(label_features)
-        sizes = {"train": settings.train_size, "validation": settings.eval_size}
+        train_labels, test_labels = self.labels["train"], self.labels["test"]
+        train = list(range(len(train_labels)))
+        train, select = carve(train, train_labels) if settings.select_split else (train, [])
+        # split -> (dataset, rows of it)
         self.rows = {
-            key: fixed_subset(list(range(len(labels))), labels, sizes[key])
-            for key, labels in self.labels.items()
-        }
+            "train": ("train", fixed_subset(train, train_labels, settings.train_size)),
+            "select": ("train", fixed_subset(select, train_labels, settings.eval_size)),
+            "test": ("test", fixed_subset(list(range(len(test_labels))), test_labels,
+                                          settings.eval_size)),
+        }  # fmt: skip
 
     def _open(self, split: str) -> Any:
         import datasets
@@ -289,7 +307,7 @@ class ImageClassification(PixelClassifierSteps):
         import datasets
 
         p = self.params
-        train, evaluation = features["train"], features["validation"]
+        train, evaluation = features["train"], features["test"]
         if p.class_names is not None:
             names = p.class_names
         elif isinstance(train, datasets.ClassLabel):
@@ -300,7 +318,7 @@ class ImageClassification(PixelClassifierSteps):
                     "classes differently"
                 )
         else:
-            every = self.labels["train"] + self.labels["validation"]
+            every = self.labels["train"] + self.labels["test"]
             names = tuple(str(i) for i in range(max(every, default=-1) + 1))
         for key, labels in self.labels.items():
             bad = [y for y in labels if not 0 <= y < len(names)]
@@ -332,10 +350,9 @@ class ImageClassification(PixelClassifierSteps):
         return ClipZeroShotClassifier(clip.vision_model, clip.visual_projection, weights)
 
     def load(self, split: str) -> Sequence[dict[str, Any]]:
-        if split not in self.rows:
-            raise ValueError(f"unknown split {split!r}; expected one of {list(self.rows)}")
-        labels = self.labels[split]
-        return [{"split": split, "row": row, "label": labels[row]} for row in self.rows[split]]
+        dataset, rows = self.rows[split_name(split)]
+        labels = self.labels[dataset]
+        return [{"split": dataset, "row": row, "label": labels[row]} for row in rows]
 
     def pixel_values(self, examples: Sequence[dict[str, Any]]) -> torch.Tensor:
         images: list[Any] = [None] * len(examples)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,8 @@ from lorabench.variants.inject import SHARED_ATTR
 # bytes (say, full LM logits over a large eval set) packing evaluation is not worth the memory.
 REPLAY_LIMIT_BYTES = 1 << 30
 
+T = TypeVar("T")  # what one job's evaluation returns (a task's `Evaluation`)
+
 
 class NotFannable(RuntimeError):
     """This evaluation cannot run as one wide pass; score the jobs one at a time."""
@@ -43,8 +45,8 @@ class NotFannable(RuntimeError):
 def evaluate_fanned(
     model: nn.Module,
     job_params: Sequence[Mapping[str, Tensor]],
-    run: Callable[[Any], dict[str, float]],
-) -> list[dict[str, float]]:
+    run: Callable[[Any], T],
+) -> list[T]:
     """`run(stand_in)` once per job, all jobs' model calls computed in job 0's run.
 
     `job_params` holds each job's trainable tensors under the model's parameter names (all

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import get_scheduler
 
 from lorabench.config import JobConfig
-from lorabench.tasks import Task, TaskSettings, build_task, build_task_params
+from lorabench.tasks import Evaluation, Task, TaskSettings, build_task, build_task_params
 from lorabench.train.checkpoint import load_checkpoint, save_checkpoint
 from lorabench.train.errors import DeterministicFailure, Interrupted, NonFiniteLoss
 from lorabench.variants import (
@@ -38,35 +39,55 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 
 @dataclass
 class TrainResult:
-    """Everything a finished job reports; `metrics` rows are (split, name, step, epoch, value)."""
+    """Everything a finished job reports; `metrics` rows are (split, name, step, epoch, value),
+    `outcomes` rows (split, epoch, arrays): each epoch's per-example results on the reported
+    split ("eval"), as `Evaluation.outcomes` (see tasks/base.py)."""
 
     metrics: list[tuple[str, str, int, int | None, float]]
     summary: dict[str, float]
     resumed_from_step: int | None
+    outcomes: list[tuple[str, int, dict[str, np.ndarray]]] = field(default_factory=list)
 
 
 @dataclass
 class _History:
     """What a job has measured so far; it lives in the checkpoint, so a resumed job reports
-    its whole curve once."""
+    its whole curve, and every epoch's outcomes, once."""
 
     losses: list[tuple[int, int, float, float]] = field(default_factory=list)  # step, epoch, ...
     evals: list[tuple[int, int, dict[str, float]]] = field(default_factory=list)  # epoch, step, m
     extras: list[tuple[int, int, float]] = field(default_factory=list)  # step, epoch, extra loss
+    selects: list[tuple[int, int, dict[str, float]]] = field(default_factory=list)  # as evals
+    # epoch, arrays as tensors (compact, and what a weights_only checkpoint load accepts)
+    outcomes: list[tuple[int, dict[str, torch.Tensor]]] = field(default_factory=list)
+
+    def record(self, split: str, epoch: int, step: int, evaluation: Evaluation) -> None:
+        if split == "select":
+            self.selects.append((epoch, step, dict(evaluation.scores)))
+            return
+        if evaluation.outcomes is not None:
+            arrays = {k: torch.from_numpy(np.asarray(v)) for k, v in evaluation.outcomes.items()}
+            self.outcomes.append((epoch, arrays))
+        self.evals.append((epoch, step, dict(evaluation.scores)))
 
     def to_state(self) -> dict[str, Any]:
         return {
             "losses": [list(row) for row in self.losses],
             "evals": [[epoch, step, dict(m)] for epoch, step, m in self.evals],
             "extras": [list(row) for row in self.extras],
+            "selects": [[epoch, step, dict(m)] for epoch, step, m in self.selects],
+            "outcomes": [[epoch, dict(arrays)] for epoch, arrays in self.outcomes],
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _History:
+        # A checkpoint written before select and outcomes existed has neither.
         return cls(
             losses=[(int(s), int(e), float(v), float(lr)) for s, e, v, lr in state["losses"]],
             evals=[(int(e), int(s), dict(m)) for e, s, m in state["evals"]],
             extras=[(int(s), int(e), float(v)) for s, e, v in state["extras"]],
+            selects=[(int(e), int(s), dict(m)) for e, s, m in state.get("selects", [])],
+            outcomes=[(int(e), dict(a)) for e, a in state.get("outcomes", [])],
         )
 
 
@@ -115,6 +136,7 @@ def build_model(cfg: JobConfig) -> tuple[Task, torch.nn.Module, InjectReport]:
             train_size=cfg.train_size,
             eval_size=cfg.eval_size,
             params=build_task_params(cfg.task, cfg.task_params),
+            select_split=cfg.select_split,
         ),
     )
     model = task.load_model()
@@ -160,7 +182,7 @@ def train_job(
     # graph need not leave: such variants train eagerly.
     compiled = compile and spec.extra_loss is None
     step_model = torch.compile(model) if compiled else model
-    train_data, eval_data = setup.train_data, setup.eval_data
+    train_data = setup.train_data
     trainable = [p for p in model.parameters() if p.requires_grad]
     if spec.param_groups is not None:
         groups = spec.param_groups(model, cfg.lr, hyper)
@@ -225,8 +247,9 @@ def train_job(
                 checkpoint_now()
         report({"phase": "eval", "epoch": epoch + 1, "epochs": plan.epochs, "step": step,
                 "total_steps": plan.total_steps})  # fmt: skip
-        scores = _evaluate(cfg, task, model, eval_data, dev, autocast)
-        history.evals.append((epoch + 1, step, scores))
+        for split, data in setup.evaluated.items():
+            evaluation = _evaluate(cfg, task, model, data, dev, autocast, split)
+            history.record(split, epoch + 1, step, evaluation)
         checkpoint_now()
     return final_result(setup, cfg, history, step_seconds, time.perf_counter() - started,
                         _peak_memory_mb(dev), resumed_from,
@@ -259,7 +282,8 @@ class JobSetup:
     spec: Any
     hyper: Any
     train_data: Sequence[dict[str, Any]]
-    eval_data: Sequence[dict[str, Any]]
+    # The splits scored every epoch, by name ("select" first, when the job holds one out).
+    evaluated: dict[str, Sequence[dict[str, Any]]]
     plan: Schedule
     prepare_seconds: float | None
 
@@ -270,7 +294,9 @@ def setup_job(cfg: JobConfig, out_dir: Path, dev: torch.device) -> JobSetup:
     task, model, injected = build_model(cfg)
     model.to(dev)
     spec, hyper = get_variant(cfg.variant), build_params(cfg.variant, cfg.variant_params)
-    train_data, eval_data = task.load("train"), task.load("validation")
+    train_data, select_data = task.load("train"), task.load("select")
+    evaluated = {"select": select_data} if cfg.select_split and select_data else {}
+    evaluated["test"] = task.load("test")
     plan = Schedule.for_job(cfg, len(train_data))
     prepare_seconds = _prepare(spec, hyper, cfg, task, model, train_data, out_dir, dev)
     if prepare_seconds is not None:  # prepare may reallocate ranks (EVA): count again
@@ -279,7 +305,7 @@ def setup_job(cfg: JobConfig, out_dir: Path, dev: torch.device) -> JobSetup:
             adapter_params=sum(p.numel() for p in adapter_parameters(model) if p.requires_grad),
             trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
         )
-    return JobSetup(task, model, injected, spec, hyper, train_data, eval_data, plan,
+    return JobSetup(task, model, injected, spec, hyper, train_data, evaluated, plan,
                     prepare_seconds)  # fmt: skip
 
 
@@ -408,14 +434,15 @@ def _prepare(spec, hyper, cfg, task, model, data, out_dir: Path, dev) -> float |
     return time.perf_counter() - started
 
 
-def _evaluate(cfg, task: Task, model, data: Sequence[dict], dev, autocast) -> dict[str, float]:  # noqa: ANN001
+def _evaluate(cfg, task: Task, model, data: Sequence[dict], dev, autocast,  # noqa: ANN001
+              split: str = "test") -> Evaluation:  # fmt: skip
     model.eval()
     size = task.eval_batch_size or cfg.batch_size
     batches = (_to(task.collate_eval(data[i : i + size]), dev) for i in range(0, len(data), size))
     with autocast:
-        scores = task.evaluate(model, batches)
+        evaluation = task.evaluate(model, batches, split=split)
     model.train()
-    return scores
+    return evaluation
 
 
 def _to(batch: dict[str, torch.Tensor], dev: torch.device) -> dict[str, torch.Tensor]:
@@ -433,8 +460,11 @@ def _result(cfg, task, history, injected, plan, step_seconds, seconds, peak_mb, 
         metrics.append(("train", "loss", step, epoch, loss))
         metrics.append(("train", "lr", step, epoch, lr))
     metrics += [("train", "extra_loss", step, epoch, v) for step, epoch, v in history.extras]
+    # The reported (test) split keeps the metric split name "eval" that older databases hold.
     for epoch, step, scores in history.evals:
         metrics += [("eval", name, step, epoch, value) for name, value in scores.items()]
+    for epoch, step, scores in history.selects:
+        metrics += [("select", name, step, epoch, value) for name, value in scores.items()]
     primary = task.info.primary_metric
     best_epoch, _, best_scores = max(
         history.evals, key=lambda row: (_rank(row[2][primary]), -row[0])
@@ -450,4 +480,7 @@ def _result(cfg, task, history, injected, plan, step_seconds, seconds, peak_mb, 
         "peak_memory_mb": peak_mb,
     }
     metrics += [("summary", name, 0, None, value) for name, value in summary.items()]
-    return TrainResult(metrics=metrics, summary=summary, resumed_from_step=resumed_from)
+    outcomes = [("eval", epoch, {k: t.numpy() for k, t in arrays.items()})
+                for epoch, arrays in history.outcomes]  # fmt: skip
+    return TrainResult(metrics=metrics, summary=summary, resumed_from_step=resumed_from,
+                       outcomes=outcomes)  # fmt: skip

@@ -32,6 +32,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from lorabench.config import JobConfig
+from lorabench.tasks import Evaluation
 from lorabench.train.checkpoint import check_write, load_checkpoint, save_checkpoint
 from lorabench.train.errors import Interrupted, NonFiniteLoss
 from lorabench.train.fanout import NotFannable, evaluate_fanned
@@ -135,7 +136,7 @@ def train_packed(
     dev, first = torch.device(device), cfgs[0]
     setup = setup_job(first, Path(out_dirs[0]), dev)  # one model, one data-driven init
     task, model, spec, hyper, plan = setup.task, setup.model, setup.spec, setup.hyper, setup.plan
-    train_data, eval_data = setup.train_data, setup.eval_data
+    train_data = setup.train_data
     if setup.prepare_seconds is not None:
         _share_prepared(out_dirs)
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -196,10 +197,14 @@ def train_packed(
         for slot in scoring:
             report(slot.index, {"phase": "eval", "epoch": epoch + 1, "epochs": plan.epochs,
                                 "step": slot.step, "total_steps": plan.total_steps})  # fmt: skip
-        all_scores, fanned = _evaluate_pack(first, task, model, eval_data, dev, autocast, scoring)
-        fanned_evals += fanned
-        for slot, scores in zip(scoring, all_scores, strict=True):
-            slot.history.evals.append((epoch + 1, slot.step, scores))
+        for split, data in setup.evaluated.items():
+            evaluations, fanned = _evaluate_pack(first, task, model, data, dev, autocast,
+                                                 scoring, split)  # fmt: skip
+            if split == "test":  # `packed_evals` counts the reported split's evaluations
+                fanned_evals += fanned
+            for slot, evaluation in zip(scoring, evaluations, strict=True):
+                slot.history.record(split, epoch + 1, slot.step, evaluation)
+        for slot in scoring:
             checkpoint(slot)
     seconds, peak = time.perf_counter() - started, _peak_memory_mb(dev)
     results: list[TrainResult | BaseException] = []
@@ -286,26 +291,28 @@ def _packed_step(
     return totals
 
 
-def _evaluate_pack(cfg, task, model, data, dev, autocast, slots) -> tuple[list[dict], int]:  # noqa: ANN001
-    """Every slot's scores: in one wide pass when the evaluation allows (see fanout), else one
-    job at a time. The second value is 1 if the wide pass was used."""
+def _evaluate_pack(cfg, task, model, data, dev, autocast, slots,  # noqa: ANN001
+                   split) -> tuple[list[Evaluation], int]:  # fmt: skip
+    """Every slot's evaluation of `split`: in one wide pass when the evaluation allows (see
+    fanout), else one job at a time. The second value is 1 if the wide pass was used."""
     if len(slots) > 1:
+
+        def run(stand_in: Any) -> Evaluation:
+            return _evaluate(cfg, task, stand_in, data, dev, autocast, split)
+
         try:
-            scores = evaluate_fanned(model, [s.params for s in slots],
-                                     lambda stand_in: _evaluate(cfg, task, stand_in, data, dev,
-                                                                autocast))  # fmt: skip
-            return scores, 1
+            return evaluate_fanned(model, [s.params for s in slots], run), 1
         except NotFannable:
             pass
         except torch.OutOfMemoryError:
             # K copies of an evaluation batch did not fit; one job's batch did in training.
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
-    scores = []
+    evaluations = []
     for slot in slots:
         _load_into(model, slot.params)
-        scores.append(_evaluate(cfg, task, model, data, dev, autocast))
-    return scores, 0
+        evaluations.append(_evaluate(cfg, task, model, data, dev, autocast, split))
+    return evaluations, 0
 
 
 def _advance(slot: _Slot, loss: float, epoch: int, plan: Schedule, seconds: float,  # noqa: PLR0913

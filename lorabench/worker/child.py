@@ -71,7 +71,12 @@ def _failure(error: BaseException) -> tuple[str, dict[str, Any]]:
 
 
 def _done(result: Any) -> tuple[str, dict[str, Any]]:
-    return "done", {"metrics": result.metrics, "resumed_from_step": result.resumed_from_step}
+    from lorabench.store.outcomes import encode_outcomes
+
+    # Encoded (compressed) here, so the event that crosses to the worker stays small.
+    outcomes = [(split, epoch, encode_outcomes(arrays)) for split, epoch, arrays in result.outcomes]
+    return "done", {"metrics": result.metrics, "outcomes": outcomes,
+                    "resumed_from_step": result.resumed_from_step}  # fmt: skip
 
 
 def _report(

@@ -21,6 +21,7 @@ from lorabench.store import (
     ClaimedJob,
     LeaseLost,
     MetricRow,
+    OutcomeRow,
     claim_pack,
     fail,
     finish,
@@ -327,7 +328,10 @@ class Worker:
             if kind == "done":
                 rows = [MetricRow(split=s, name=n, step=st, epoch=e, value=v)
                         for s, n, st, e, v in payload["metrics"]]  # fmt: skip
-                self.through_outages(finish, claimed, rows, resumed_from_step=resumed)
+                outcomes = [OutcomeRow(split=s, epoch=e, data=data)
+                            for s, e, data in payload.get("outcomes", [])]  # fmt: skip
+                self.through_outages(finish, claimed, rows, outcomes=outcomes,
+                                     resumed_from_step=resumed)  # fmt: skip
                 best = {r.name: r.value for r in rows if r.split == "summary"}
                 score = next((f"{k.removeprefix('best_')} {v:.4f}" for k, v in best.items()
                               if k.startswith("best_") and k != "best_epoch"), "")  # fmt: skip
