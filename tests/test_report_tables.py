@@ -397,3 +397,43 @@ def test_figures_draw_one_line_or_bar_per_configuration(configs_db, sweep):
             (sens_panel,) = sens.axes
             drawn = [ln.get_label() for ln in sens_panel.get_lines() if ln.get_label()[0] != "_"]
             assert sorted(drawn) == sorted(f"lora {shown}={v:g}" for v in values)
+
+
+@pytest.mark.parametrize("name", ["lr", "glue", "ic", "nlg", "highrank", "overhead",
+                                  "sensitivity", "selection", "ties"])  # fmt: skip
+def test_where_narrows_every_table(configs_db, name, tmp_path):
+    def cells(*where: str) -> pd.DataFrame:
+        out = tmp_path / "-".join(where or ("all",))
+        filters = [arg for w in where for arg in ("--where", w)]
+        args = ["report", "--db", str(configs_db.path), "--sweep", "bs", "--table", name,
+                *filters, "--format", "csv", "--out", str(out)]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        frames = [pd.read_csv(csv) for csv in sorted(out.glob("*.csv"))]  # lr: one per task
+        return pd.concat(frames).astype({"block": str, "row": str})
+
+    everything, narrowed = cells(), cells("batch_size=16")
+    assert len(narrowed)
+    if name == "sensitivity":  # batch size is its own axis there: with one value left, no block
+        assert everything["block"].str.contains("by batch_size").any()
+        assert not narrowed["block"].str.contains("by batch_size").any()
+        assert set(narrowed["mean"]) == {50.0}  # only the bs=16 jobs (bs=32 scored 60)
+        return
+    rows = set(everything["row"])
+    assert any("bs=32" in r for r in rows) and any("bs=16" in r for r in rows)
+    assert not narrowed["row"].str.contains("bs=").any(), set(narrowed["row"])
+
+
+@pytest.mark.parametrize("figure", ["lr-sweep", "sensitivity", "overhead"])
+def test_where_narrows_every_figure(configs_db, figure):
+    from lorabench.report.configs import apply_where, parse_where
+    from lorabench.report.registry import get_figure
+
+    with configs_db.data(sweep="wd") as data:
+        data = data.only(data.jobs["task"] == "bbc-news")
+        narrowed = apply_where(data, parse_where(["weight_decay=0.01"], data.jobs))
+        fig = get_figure(figure)(narrowed, Scoring())
+    labels = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
+    labels += [ln.get_label() for ax in fig.axes for ln in ax.get_lines()]
+    assert set(narrowed.jobs["weight_decay"]) == {0.01}
+    assert not any("weight_decay=" in str(label) for label in labels), labels
