@@ -19,10 +19,11 @@ from sqlalchemy import func, select
 
 from lorabench.config import resolve_job
 from lorabench.store import database_time, enqueue, open_engine
-from lorabench.store.models import Attempt, Job, Metric, Worker
+from lorabench.store.models import Attempt, Job, Metric, Outcome, Worker
 
-# A noop job reports loss and lr for its one step, one eval score and 8 summary values.
-METRIC_ROWS_PER_NOOP_JOB = 11
+# A noop job reports loss and lr for its one step, one select and one eval score and 8 summary
+# values.
+METRIC_ROWS_PER_NOOP_JOB = 12
 LOCK_ERRORS = re.compile(r"database is locked|could not serialize|deadlock detected", re.I)
 
 
@@ -96,6 +97,9 @@ class Queue:
         assert len(done) == jobs and len({job for job, _ in done}) == jobs
         writers = set(self.rows(select(Metric.job_id, Metric.attempt_id).distinct()))
         assert writers == {tuple(row) for row in done}
+        # One epoch: one row of per-example outcomes per job, written by the same attempt.
+        outcomes = self.rows(select(Outcome.job_id, Outcome.attempt_id))
+        assert sorted(map(tuple, outcomes)) == sorted(map(tuple, done))
 
 
 @pytest.mark.slow
