@@ -17,6 +17,7 @@ from typing import Any, Literal
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lorabench.errors import ConfigError
 from lorabench.tasks import build_task_params, get_task_info, task_names
 from lorabench.tasks.digits import EFFICIENTNET_LITE0
 from lorabench.tasks.noop import NOOP_MODEL
@@ -33,10 +34,6 @@ SEED_MAX = 2**32 - 1
 # `plan` refuses a sweep whose cross product is larger (`plan --max-jobs-per-plan` raises
 # it): counted from the axis lengths before a single job is built.
 MAX_JOBS_PER_PLAN = 100_000
-
-
-class ConfigError(ValueError):
-    """A user mistake in a sweep or job config; the message names the field."""
 
 
 def _number_problem(value: Any, where: str = "") -> str | None:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlmodel import Session, SQLModel
 
+from lorabench.errors import StoreError
 from lorabench.store.models import SCHEMA_VERSION, SchemaVersion
 
 DEFAULT_DB = "lorabench.db"
@@ -26,10 +27,6 @@ NETWORK_FILESYSTEMS = {
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "lustre", "glusterfs",
     "fuse.glusterfs", "ceph", "fuse.ceph", "gpfs", "beegfs", "afs", "ncpfs",
 }  # fmt: skip
-
-
-class StoreError(RuntimeError):
-    """The database cannot be used as asked; the message says what to do."""
 
 
 def normalise_url(db: str | None) -> str:

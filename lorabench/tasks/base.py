@@ -11,6 +11,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
+from lorabench.errors import InvalidTaskParams, UnknownTaskError
+
 Batch = dict[str, torch.Tensor]
 
 # Every task's splits: `train`; `select`, held out from training and read only to choose epochs
@@ -177,14 +179,6 @@ class TaskSettings:
 
 
 TaskFactory = Callable[[TaskSettings], Task]
-
-
-class UnknownTaskError(ValueError):
-    pass
-
-
-class InvalidTaskParams(ValueError):
-    pass
 
 
 _REGISTRY: dict[str, tuple[TaskInfo, TaskFactory]] = {}

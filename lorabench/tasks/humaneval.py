@@ -53,6 +53,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
+from lorabench.errors import DeterministicFailure
 from lorabench.tasks.base import (
     Batch,
     Evaluation,
@@ -252,7 +253,6 @@ class HumanEvalScoring:
     def load_model(self) -> nn.Module:
         # Refuse before training, not after hours of it, where the sandbox cannot run.
         from lorabench.tasks.sandbox import strong_sandbox_problem, unavailable_message
-        from lorabench.train.errors import DeterministicFailure
 
         if self.params.sandbox == "strong" and (problem := strong_sandbox_problem()):
             message = unavailable_message(problem)
@@ -264,7 +264,6 @@ class HumanEvalScoring:
 
     def _execute(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[bool]:
         from lorabench.tasks.sandbox import SandboxError
-        from lorabench.train.errors import DeterministicFailure
 
         try:
             return execute(

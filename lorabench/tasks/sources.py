@@ -11,11 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lorabench.errors import DataSourceError
+
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
-
-
-class DataSourceError(ValueError):
-    """A dataset name or path that cannot be loaded; the message says why."""
 
 
 def is_local(source: str) -> bool:

@@ -14,15 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from lorabench.errors import InvalidVariantParams, UnknownVariantError
+
 FAMILIES = ("baseline", "rank", "optimization", "initialization", "moe")
-
-
-class UnknownVariantError(ValueError):
-    """Raised for a variant name that is not registered."""
-
-
-class InvalidVariantParams(ValueError):
-    """Raised for variant hyperparameters that the variant does not accept."""
 
 
 @dataclass(frozen=True)

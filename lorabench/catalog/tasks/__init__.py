@@ -1,0 +1,1 @@
+"""One declaration module per task module: its params classes and `TASKS` (TaskInfos)."""

@@ -1,0 +1,1 @@
+"""One declaration module per variant: its params dataclass and `VARIANT` (a VariantInfo)."""
