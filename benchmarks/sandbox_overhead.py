@@ -13,7 +13,7 @@ import argparse
 import statistics
 import time
 
-from lorabench.tasks.sandbox import SandboxLimits, run_program, run_programs, strong_sandbox_problem
+from lorabench.sandbox import SandboxLimits, run_program, run_programs, strong_sandbox_problem
 
 PROGRAMS = {
     "empty": "pass\n",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lorabench.tasks.sandbox import (
+from lorabench.sandbox import (
     Outcome,
     SandboxLimits,
     SandboxResult,

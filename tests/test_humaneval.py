@@ -330,10 +330,10 @@ def test_humaneval_mini_trains_and_reports_sandboxed_pass_at_1(tmp_path):
 def test_without_bubblewrap_a_job_refuses_before_training_unless_weak(
     tiny_llama, tmp_path, monkeypatch
 ):
-    from lorabench.tasks import sandbox
+    from lorabench.sandbox import _bwrap
     from lorabench.train.errors import DeterministicFailure
 
-    monkeypatch.setattr(sandbox, "strong_sandbox_problem", lambda: "bwrap is not installed")
+    monkeypatch.setattr(_bwrap, "unavailable_reason", lambda: "bwrap is not installed")
     strong = humaneval_task(tiny_llama, tmp_path / "strong", temperature=0.0)
     with pytest.raises(DeterministicFailure, match='bwrap is not installed.*sandbox = "weak"'):
         strong.load_model()

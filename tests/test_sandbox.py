@@ -34,11 +34,11 @@ from sandbox_helpers import (
     require_strong,
 )
 
-from lorabench.tasks import _bwrap
-from lorabench.tasks.sandbox import (
+from lorabench.sandbox import (
     Outcome,
     SandboxLimits,
     SandboxUnavailable,
+    _bwrap,
     run_program,
     run_programs,
     strong_sandbox_problem,

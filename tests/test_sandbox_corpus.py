@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sandbox_helpers import PROGRAMS, modes, require
 
-from lorabench.tasks.sandbox import SandboxResult, run_programs
+from lorabench.sandbox import SandboxResult, run_programs
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox targets Linux")
 

@@ -14,7 +14,7 @@ import sys
 import pytest
 from sandbox_helpers import HOOKED, extension_loader, modes, require
 
-from lorabench.tasks.sandbox import Outcome, SandboxResult, run_program
+from lorabench.sandbox import Outcome, SandboxResult, run_program
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox targets Linux")
 

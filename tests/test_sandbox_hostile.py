@@ -30,7 +30,7 @@ from sandbox_helpers import (
     secret_file,
 )
 
-from lorabench.tasks.sandbox import Outcome, SandboxResult
+from lorabench.sandbox import Outcome, SandboxResult
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="the sandbox targets Linux"),

@@ -82,7 +82,7 @@ def _task_details(info: TaskInfo) -> None:
 
 
 def _sandbox_here() -> str:
-    from lorabench.tasks.sandbox import strong_sandbox_problem
+    from lorabench.sandbox import strong_sandbox_problem
 
     problem = strong_sandbox_problem()
     if problem is None:

