@@ -7,7 +7,6 @@ of it with a fixed sign convention so that the result does not depend on the LAP
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -15,13 +14,6 @@ from torch import Tensor, nn
 
 from lorabench.variants.base import AdapterLinear, PrepareContext
 from lorabench.variants.inject import adapter_layers
-
-
-def check_prepare_params(steps: int, gamma: float) -> None:
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if not (math.isfinite(gamma) and gamma > 0):
-        raise ValueError(f"gamma must be a positive number, got {gamma}")
 
 
 def _accumulate_into(total: Tensor) -> Callable[[Tensor], None]:

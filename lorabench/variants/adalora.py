@@ -40,13 +40,13 @@ Deviations, all documented choices:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.adalora import VARIANT, AdaLoRAParams
 from lorabench.variants.base import (
     AdapterLinear,
     PeftExport,
@@ -57,40 +57,8 @@ from lorabench.variants.base import (
 )
 from lorabench.variants.inject import adapter_layers
 
-ORTH_REG_FORMS = ("mean_norm", "paper")
 # The three trainable factors of a triplet; each gets a sensitivity EMA and an uncertainty EMA.
 FACTORS = ("lora_A", "lora_E", "lora_B")
-
-
-@dataclass(frozen=True)
-class AdaLoRAParams:
-    """Paper defaults (§V "Variant-specific hyperparameters"): t_i = 100, t_f = 900, initial
-    rank 12, final average rank 8; beta1 = beta2 = 0.85 and delta_t = 1 from AdaLoRA / PEFT
-    (the paper masks "at each training step"); orth_reg_weight = 0.1 from AdaLoRA."""
-
-    init_rank: int = 12
-    target_rank: int = 8
-    t_init: int = 100
-    t_final: int = 900
-    delta_t: int = 1
-    beta1: float = 0.85
-    beta2: float = 0.85
-    orth_reg_weight: float = 0.1
-    orth_reg: str = "mean_norm"
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.target_rank <= self.init_rank:
-            raise ValueError(
-                f"need 1 <= target_rank <= init_rank, got {self.target_rank}, {self.init_rank}"
-            )
-        if self.t_init < 0 or self.t_final < 0 or self.delta_t < 1:
-            raise ValueError("t_init and t_final must be >= 0 and delta_t >= 1")
-        if not (0 < self.beta1 < 1 and 0 < self.beta2 < 1):
-            raise ValueError("beta1 and beta2 must lie in (0, 1)")
-        if self.orth_reg_weight < 0:
-            raise ValueError(f"orth_reg_weight must be >= 0, got {self.orth_reg_weight!r}")
-        if self.orth_reg not in ORTH_REG_FORMS:
-            raise ValueError(f"orth_reg must be one of {ORTH_REG_FORMS}, got {self.orth_reg!r}")
 
 
 class AdaLoRALinear(AdapterLinear):
@@ -298,13 +266,8 @@ def copy_adalora_to_peft(ours: AdapterLinear, theirs: nn.Module) -> None:
 
 SPEC = register(
     VariantSpec(
-        name="adalora",
+        info=VARIANT,
         layer_cls=AdaLoRALinear,
-        params_cls=AdaLoRAParams,
-        family="rank",
-        equations="Eq. (35)-(44)",
-        merges=True,
-        summary="SVD-form adapter; importance scores mask singular values down to a rank budget.",
         peft_export=PeftExport(make_config=peft_adalora_config, copy_weights=copy_adalora_to_peft),
         on_step=adalora_on_step,
         extra_loss=adalora_orth_loss,

@@ -25,39 +25,14 @@ an out x in matrix, only r-wide activations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.aurora import VARIANT, AuroraParams
 from lorabench.variants.base import AdapterLinear, VariantSpec, init_lora_factors, register
-
-
-@dataclass(frozen=True)
-class AuroraParams:
-    """B-spline set-up of the learnable part of the ANL (LoRAFactory's defaults)."""
-
-    grid_size: int = 5
-    spline_order: int = 3
-    grid_min: float = -1.0
-    grid_max: float = 1.0
-    spline_init_scale: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.grid_size < 1:
-            raise ValueError(f"grid_size must be >= 1, got {self.grid_size}")
-        if self.spline_order < 0:
-            raise ValueError(f"spline_order must be >= 0, got {self.spline_order}")
-        if not self.grid_max > self.grid_min:
-            raise ValueError("grid_max must be larger than grid_min")
-        if self.spline_init_scale < 0:
-            raise ValueError("spline_init_scale must be >= 0")
-
-    @property
-    def n_bases(self) -> int:
-        return self.grid_size + self.spline_order
 
 
 def spline_knots(params: AuroraParams) -> Tensor:
@@ -138,13 +113,8 @@ class AuroraLinear(AdapterLinear):
 
 SPEC = register(
     VariantSpec(
-        name="aurora",
+        info=VARIANT,
         layer_cls=AuroraLinear,
-        params_cls=AuroraParams,
-        family="optimization",
-        equations="Eq. (86), (87), (136), (137)",
-        merges=False,
-        summary="LoRA with an adaptive nonlinear layer tanh(tanh(h)C^T) + B-spline(h) V_s^T.",
         peft_export=None,
     )
 )

@@ -1,11 +1,14 @@
-"""Adapter layer base class, variant specs and the variant registry."""
+"""Adapter layer base class, variant specs and the registry of variant implementations.
+
+What a variant declares (name, family, hyperparameters) is in `lorabench.catalog.variant`, which
+loads without torch; a `VariantSpec` adds the layer class and training hooks to that `info`."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
-import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -14,9 +17,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from lorabench.errors import InvalidVariantParams, UnknownVariantError
-
-FAMILIES = ("baseline", "rank", "optimization", "initialization", "moe")
+from lorabench.catalog.variant import FAMILIES as FAMILIES
+from lorabench.catalog.variant import NoParams as NoParams
+from lorabench.catalog.variant import VariantInfo, get_variant_info
+from lorabench.catalog.variant import build_params as build_params
+from lorabench.catalog.variant import variant_names as variant_names
+from lorabench.errors import InvalidVariantParams as InvalidVariantParams
+from lorabench.errors import UnknownVariantError as UnknownVariantError
 
 
 @dataclass(frozen=True)
@@ -39,11 +46,6 @@ class SharedParameters(nn.Module):
 
     def forward(self, x: Any) -> Any:
         return x
-
-
-@dataclass(frozen=True)
-class NoParams:
-    """Hyperparameters of a variant that has none beyond rank, alpha and dropout."""
 
 
 class AdapterLinear(nn.Module):
@@ -278,49 +280,111 @@ class PeftExport:
     copy_weights: Callable[[AdapterLinear, nn.Module], None]
 
 
-@dataclass(frozen=True)
-class VariantSpec:
-    """Everything the benchmark needs to know about one LoRA variant."""
+PrepareHook = Callable[[PrepareContext], dict[str, Any]]
+RestoreHook = Callable[[nn.Module, dict[str, Any], Any], None]
+ParamGroupsHook = Callable[[nn.Module, float, Any], list[dict[str, Any]]]
+StepHook = Callable[[StepContext], None]
+LrMultiplierHook = Callable[[int, int, Any], float]
+ExtraLossHook = Callable[[nn.Module, Any], Tensor | None]
+ReportHook = Callable[[nn.Module, Any], dict[str, float]]
 
-    name: str
+
+@dataclass(frozen=True, init=False)
+class VariantSpec:
+    """How the benchmark runs one LoRA variant: its declaration (`info`, from the catalog), the
+    layer class and the training hooks. The declared fields read through: spec.name, .family,
+    .params_cls, .equations, .merges, .summary, .notes, .peft."""
+
+    info: VariantInfo
     layer_cls: type[AdapterLinear]
-    params_cls: type
-    family: str
-    equations: str
-    merges: bool
-    summary: str
-    # Where the variant knowingly differs from PEFT's or the paper's version; `lorabench variants`
-    # prints it so nobody compares runs unaware.
-    notes: str = ""
-    peft_export: PeftExport | None = None
+    peft_export: PeftExport | None
     # Training hooks, called by the trainer generically (see PrepareContext, StepContext):
     # prepare(ctx) -> state dict: data-driven init before training; its state is saved, and
     #   restore(model, state, params) re-applies it on resume instead of redoing prepare.
-    prepare: Callable[[PrepareContext], dict[str, Any]] | None = None
-    restore: Callable[[nn.Module, dict[str, Any], Any], None] | None = None
+    prepare: PrepareHook | None
+    restore: RestoreHook | None
     # param_groups(model, lr, params) -> optimizer groups covering every trainable parameter.
-    param_groups: Callable[[nn.Module, float, Any], list[dict[str, Any]]] | None = None
+    param_groups: ParamGroupsHook | None
     # on_step(ctx) after each optimizer step (gradients still present).
-    on_step: Callable[[StepContext], None] | None = None
+    on_step: StepHook | None
     # lr_multiplier(step, total_steps, params) scales the job's schedule (ReLoRA's re-warm-up).
-    lr_multiplier: Callable[[int, int, Any], float] | None = None
+    lr_multiplier: LrMultiplierHook | None
     # extra_loss(model, params) -> tensor added to the task loss (regularisers, MoE balancing).
-    extra_loss: Callable[[nn.Module, Any], Tensor | None] | None = None
+    extra_loss: ExtraLossHook | None
     # report(model, params) -> scalars stored with the job's results (e.g. final ranks).
-    report: Callable[[nn.Module, Any], dict[str, float]] | None = None
+    report: ReportHook | None
+
+    def __init__(
+        self,
+        info: VariantInfo,
+        layer_cls: type[AdapterLinear],
+        peft_export: PeftExport | None = None,
+        prepare: PrepareHook | None = None,
+        restore: RestoreHook | None = None,
+        param_groups: ParamGroupsHook | None = None,
+        on_step: StepHook | None = None,
+        lr_multiplier: LrMultiplierHook | None = None,
+        extra_loss: ExtraLossHook | None = None,
+        report: ReportHook | None = None,
+        **info_changes: Any,
+    ) -> None:
+        """`info_changes` (e.g. family=..., from a copied spec's fields) replace those fields of
+        `info`; the changed VariantInfo is validated like any other."""
+        if not isinstance(info, VariantInfo):
+            raise TypeError(f"info must be a VariantInfo, got {type(info).__name__}")
+        if info_changes:
+            info = dataclasses.replace(info, **info_changes)
+        values = {
+            "info": info, "layer_cls": layer_cls, "peft_export": peft_export, "prepare": prepare,
+            "restore": restore, "param_groups": param_groups, "on_step": on_step,
+            "lr_multiplier": lr_multiplier, "extra_loss": extra_loss, "report": report,
+        }  # fmt: skip
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
+        self.__post_init__()
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def params_cls(self) -> type:
+        return self.info.params_cls
+
+    @property
+    def family(self) -> str:
+        return self.info.family
+
+    @property
+    def equations(self) -> str:
+        return self.info.equations
+
+    @property
+    def merges(self) -> bool:
+        return self.info.merges
+
+    @property
+    def summary(self) -> str:
+        return self.info.summary
+
+    @property
+    def notes(self) -> str:
+        return self.info.notes
 
     @property
     def peft(self) -> bool:
         """PEFT implements this variant, and we can export to it."""
-        return self.peft_export is not None
+        return self.info.peft
 
     def __post_init__(self) -> None:
         if (self.prepare is None) != (self.restore is None):
             raise ValueError(f"variant {self.name!r}: prepare and restore come together")
-        if self.family not in FAMILIES:
-            raise ValueError(f"variant {self.name!r}: family must be one of {FAMILIES}")
-        if not (dataclasses.is_dataclass(self.params_cls) and isinstance(self.params_cls, type)):
-            raise TypeError(f"variant {self.name!r}: params_cls must be a dataclass type")
+        if self.info.peft != (self.peft_export is not None):
+            has = "has a" if self.peft_export is not None else "has no"
+            raise ValueError(
+                f"variant {self.name!r}: info.peft is {self.info.peft} but the spec {has} "
+                "peft_export"
+            )
         if self.params_cls is not self.layer_cls.params_cls:
             raise ValueError(
                 f"variant {self.name!r}: params_cls {self.params_cls.__name__} differs from "
@@ -340,55 +404,22 @@ _REGISTRY: dict[str, VariantSpec] = {}
 def register(spec: VariantSpec) -> VariantSpec:
     if spec.name in _REGISTRY:
         raise ValueError(f"variant {spec.name!r} is already registered")
+    if get_variant_info(spec.name) is not spec.info:
+        raise ValueError(
+            f"variant {spec.name!r}: its info is not the catalog's VARIANT "
+            f"(lorabench.catalog.variants)"
+        )
     _REGISTRY[spec.name] = spec
     return spec
 
 
-def variant_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
 def get_variant(name: str) -> VariantSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        allowed = ", ".join(variant_names())
-        raise UnknownVariantError(f"unknown variant {name!r}; allowed: {allowed}") from None
-
-
-def _type_ok(value: Any, hint: Any) -> bool:
-    # Only plain scalar hints are checked; anything richer is left to __post_init__.
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return ok and math.isfinite(value)
-    if hint is str:
-        return isinstance(value, str)
-    return True
-
-
-def build_params(name: str, values: Mapping[str, Any] | None = None) -> Any:
-    """Validated hyperparameter dataclass for ``name``; missing fields take paper defaults."""
-    spec = get_variant(name)
-    cls = spec.params_cls
-    values = dict(values or {})
-    fields = {f.name for f in dataclasses.fields(cls)}
-    allowed = ", ".join(sorted(fields)) or "(none)"
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise InvalidVariantParams(
-            f"variant {name!r}: unknown parameter(s) {', '.join(unknown)}; allowed: {allowed}"
-        )
-    hints = typing.get_type_hints(cls)
-    for key, value in values.items():
-        if not _type_ok(value, hints.get(key)):
-            raise InvalidVariantParams(
-                f"variant {name!r}: parameter {key}={value!r} is not a valid {hints[key].__name__}"
-            )
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise InvalidVariantParams(f"variant {name!r}: {exc}; allowed: {allowed}") from exc
+    """The registered implementation of `name`; UnknownVariantError if no variant has it."""
+    spec = _REGISTRY.get(name)
+    if spec is None:
+        info = get_variant_info(name)  # raises UnknownVariantError for an undeclared name
+        importlib.import_module(info.implementation)
+        spec = _REGISTRY.get(name)
+        if spec is None:
+            raise ValueError(f"{info.implementation} does not register variant {name!r}")
+    return spec

@@ -11,12 +11,12 @@ knowledge-preserved mode (KPM) the smallest (Eq. (112)-(113)).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.corda import VARIANT, CordaParams
 from lorabench.variants._activations import stream_layer_inputs
 from lorabench.variants.base import (
     AdapterLinear,
@@ -28,24 +28,6 @@ from lorabench.variants.base import (
 )
 from lorabench.variants.inject import adapter_layers
 from lorabench.variants.lora import LoRALinear, peft_lora_config
-
-MODES = ("ipm", "kpm")
-
-
-@dataclass(frozen=True)
-class CordaParams:
-    """samples: sequences whose activations build C (CorDA's calib_loader_size, 256).
-    mode: "ipm" instruction-previewed (largest components; PEFT's default corda_method) or
-    "kpm" knowledge-preserved (smallest components)."""
-
-    samples: int = 256
-    mode: str = "ipm"
-
-    def __post_init__(self) -> None:
-        if self.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {self.samples}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
 
 
 class CordaLinear(LoRALinear):
@@ -196,14 +178,8 @@ def copy_corda_to_peft(ours: AdapterLinear, theirs: nn.Module) -> None:
 
 SPEC = register(
     VariantSpec(
-        name="corda",
+        info=VARIANT,
         layer_cls=CordaLinear,
-        params_cls=CordaParams,
-        family="initialization",
-        equations="Eq. (110)-(115)",
-        merges=True,
-        summary="Covariance-oriented SVD of W: r components (IPM: largest) become the "
-        "adapter, the rest stays frozen.",
         peft_export=PeftExport(make_config=peft_corda_config, copy_weights=copy_corda_to_peft),
         prepare=prepare_corda,
         restore=restore_corda,

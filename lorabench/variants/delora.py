@@ -29,26 +29,17 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.delora import VARIANT, DeLoRAParams
 from lorabench.variants.base import AdapterLinear, PeftExport, PeftSettings, VariantSpec, register
 
 # PEFT's DeLoRA clamps the component norms at this value before dividing by them.
 NORM_EPS = 1e-4
-
-
-@dataclass(frozen=True)
-class DeLoRAParams:
-    """delora_lambda: initial value of the trainable strength lambda (the paper's 8).
-    seed: seed of the kaiming-uniform init of A and B (mixed with each layer's name)."""
-
-    delora_lambda: float = 8.0
-    seed: int = 0
 
 
 class DeLoRALinear(AdapterLinear):
@@ -152,13 +143,8 @@ def copy_delora_to_peft(ours: AdapterLinear, theirs: nn.Module) -> None:
 
 SPEC = register(
     VariantSpec(
-        name="delora",
+        info=VARIANT,
         layer_cls=DeLoRALinear,
-        params_cls=DeLoRAParams,
-        family="optimization",
-        equations="Eqs. (69)-(70)",
-        merges=True,
-        summary="Normalised rank-one directions scaled by a learnt lambda ||W|| / r (bounded).",
         peft_export=PeftExport(make_config=peft_delora_config, copy_weights=copy_delora_to_peft),
     )
 )

@@ -10,20 +10,15 @@ original code also puts GELUs around C, which Eq. (33) (and so this module) leav
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.denselora import VARIANT, DenseLoRAParams
 from lorabench.variants.base import AdapterLinear, Site, VariantSpec, register
 from lorabench.variants.rasa import GroupKey, SiteGroups, group_sites
-
-
-@dataclass(frozen=True)
-class DenseLoRAParams:
-    """No hyperparameters beyond rank and alpha (the paper raises those to 192 and 384)."""
 
 
 class DenseLoRAGroup(nn.Module):
@@ -116,16 +111,8 @@ class DenseLoRALinear(AdapterLinear):
 
 SPEC = register(
     VariantSpec(
-        name="denselora",
+        info=VARIANT,
         layer_cls=DenseLoRALinear,
-        params_cls=DenseLoRAParams,
-        family="rank",
-        equations="Eq. (33)",
-        merges=True,
-        summary=(
-            "A^S, B^S shared by modules of the same kind, a module-specific r x r C between them; "
-            "the paper runs it at r=192, alpha=384 (set via the job's rank/alpha)."
-        ),
         peft_export=None,
     )
 )

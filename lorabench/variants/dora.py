@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.dora import VARIANT, DoRAParams
 from lorabench.variants.base import (
     AdapterLinear,
     PeftExport,
@@ -41,11 +41,6 @@ class _Combine(torch.autograd.Function):
         total, scale = ctx.saved_tensors
         grad_scale = (grad * total).reshape(-1, grad.shape[-1]).sum(0)
         return grad, grad * (scale - 1.0), grad * scale, grad_scale
-
-
-@dataclass(frozen=True)
-class DoRAParams:
-    """The paper lists no DoRA hyperparameters beyond rank, alpha and dropout."""
 
 
 class DoRALinear(AdapterLinear):
@@ -161,13 +156,8 @@ def peft_dora_config(settings: PeftSettings) -> Any:
 
 SPEC = register(
     VariantSpec(
-        name="dora",
+        info=VARIANT,
         layer_cls=DoRALinear,
-        params_cls=DoRAParams,
-        family="optimization",
-        equations="Eq. (68), (135)",
-        merges=True,
-        summary="Learned per-row magnitude times the normalised direction W + s B A.",
         peft_export=PeftExport(make_config=peft_dora_config, copy_weights=copy_dora_to_peft),
     )
 )

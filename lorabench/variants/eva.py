@@ -12,13 +12,13 @@ do (whiten=False); Eq. (123)'s extra factor S_C would break that constraint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.eva import VARIANT, EvaParams
 from lorabench.variants._activations import stream_layer_inputs
 from lorabench.variants.base import (
     AdapterLinear,
@@ -33,26 +33,6 @@ from lorabench.variants.lora import LoRALinear
 
 # PEFT's IncrementalPCA draws its randomized-SVD test matrix from this seed on every step.
 _SVD_SEED = 42
-
-
-@dataclass(frozen=True)
-class EvaParams:
-    """steps: activation batches for the incremental SVD (paper: 64).
-    tau: convergence threshold, the cosine similarity of each component between two
-    consecutive SVD steps (paper: 0.9; PEFT's EvaConfig.tau).
-    rho: a layer gets at most round(rho * r) ranks (PEFT's EvaConfig.rho default, 2.0)."""
-
-    steps: int = 64
-    tau: float = 0.9
-    rho: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if not 0.0 <= self.tau <= 1.0:
-            raise ValueError(f"tau must be in [0, 1], got {self.tau}")
-        if self.rho < 1.0:
-            raise ValueError(f"rho must be >= 1, got {self.rho}")
 
 
 class EvaLinear(LoRALinear):
@@ -333,14 +313,8 @@ def copy_eva_to_peft(ours: AdapterLinear, theirs: nn.Module) -> None:
 
 SPEC = register(
     VariantSpec(
-        name="eva",
+        info=VARIANT,
         layer_cls=EvaLinear,
-        params_cls=EvaParams,
-        family="initialization",
-        equations="Eq. (55), (116)-(123)",
-        merges=True,
-        summary="A = top input principal directions (incremental SVD), B = 0; ranks "
-        "redistributed by explained variance.",
         peft_export=PeftExport(make_config=peft_eva_config, copy_weights=copy_eva_to_peft),
         prepare=prepare_eva,
         restore=restore_eva,

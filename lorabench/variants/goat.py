@@ -25,12 +25,12 @@ features than experts the singular segments wrap around (experts then share dire
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.goat import VARIANT, GOATParams
 from lorabench.variants._moe import (
     RoutedLoRALinear,
     RouterOutput,
@@ -40,33 +40,6 @@ from lorabench.variants._moe import (
     switch_balance_loss,
 )
 from lorabench.variants.base import VariantSpec, register
-
-
-@dataclass(frozen=True)
-class GOATParams:
-    # Paper, variant-specific hyperparameters: 8 experts of rank 1 (total rank 8), 2 activated.
-    experts: int = 8
-    top_k: int = 2
-    # Official GOAT-PEFT defaults: rho = 10, eta = 1 (ETA), init_cof = 1/experts, aux 1e-3.
-    rho: float = 10.0
-    eta: float = 1.0
-    init_cof: float | None = None
-    aux_loss_coeff: float = 1e-3
-
-    def __post_init__(self) -> None:
-        if self.experts < 1:
-            raise ValueError(f"experts must be >= 1, got {self.experts}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if not (self.rho > 0 and self.eta > 0):
-            raise ValueError(f"rho and eta must be > 0, got {self.rho}, {self.eta}")
-        cof = self.init_cof
-        if cof is not None and (
-            isinstance(cof, bool) or not isinstance(cof, int | float) or not math.isfinite(cof)
-        ):
-            raise ValueError(f"init_cof must be a finite number or None, got {self.init_cof!r}")
-        if self.aux_loss_coeff < 0:
-            raise ValueError(f"aux_loss_coeff must be >= 0, got {self.aux_loss_coeff}")
 
 
 def singular_indices(k: int, ranks: list[int]) -> list[list[int]]:
@@ -146,13 +119,8 @@ def goat_extra_loss(model: nn.Module, params: GOATParams) -> Tensor | None:
 
 SPEC = register(
     VariantSpec(
-        name="goat",
+        info=VARIANT,
         layer_cls=GOATLinear,
-        params_cls=GOATParams,
-        family="moe",
-        equations="Eq. (124), (125), (126), (132)",
-        merges=False,
-        summary="Top-k LoRA experts initialised from disjoint SVD segments, GOAT scaling.",
         extra_loss=goat_extra_loss,
     )
 )

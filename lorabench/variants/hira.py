@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.hira import VARIANT, HiRAParams
 from lorabench.variants.base import (
     AdapterLinear,
     PeftExport,
@@ -17,11 +17,6 @@ from lorabench.variants.base import (
     init_lora_factors,
     register,
 )
-
-
-@dataclass(frozen=True)
-class HiRAParams:
-    """The paper lists no HiRA hyperparameters beyond rank, alpha and dropout."""
 
 
 class HiRALinear(AdapterLinear):
@@ -102,13 +97,8 @@ def copy_hira_to_peft(ours: AdapterLinear, theirs: nn.Module) -> None:
 
 SPEC = register(
     VariantSpec(
-        name="hira",
+        info=VARIANT,
         layer_cls=HiRALinear,
-        params_cls=HiRAParams,
-        family="rank",
-        equations="Eq. (17)",
-        merges=True,
-        summary="Update W (.) (s B A): the frozen weight modulated elementwise by a low-rank B A.",
         peft_export=PeftExport(make_config=peft_hira_config, copy_weights=copy_hira_to_peft),
     )
 )

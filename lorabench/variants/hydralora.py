@@ -17,24 +17,15 @@ dense delta and never merges.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.hydralora import VARIANT, HydraLoRAParams
 from lorabench.variants._moe import kaiming_uniform_, route
 from lorabench.variants.base import AdapterLinear, VariantSpec, init_lora_factors, register
-
-
-@dataclass(frozen=True)
-class HydraLoRAParams:
-    heads: int = 4  # number of B matrices (official fine-tuning.sh: lora_b_nums=4)
-
-    def __post_init__(self) -> None:
-        if self.heads < 1:
-            raise ValueError(f"heads must be >= 1, got {self.heads}")
 
 
 class HydraLoRALinear(AdapterLinear):
@@ -104,12 +95,7 @@ class HydraLoRALinear(AdapterLinear):
 
 SPEC = register(
     VariantSpec(
-        name="hydralora",
+        info=VARIANT,
         layer_cls=HydraLoRALinear,
-        params_cls=HydraLoRAParams,
-        family="moe",
-        equations="Eq. (133)",
-        merges=False,
-        summary="Asymmetric LoRA: one shared A, a router mixing several B heads.",
     )
 )

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.loha import VARIANT, LoHAParams
 from lorabench.variants.base import AdapterLinear, PeftExport, PeftSettings, VariantSpec, register
-
-
-@dataclass(frozen=True)
-class LoHAParams:
-    """The paper lists no LoHA hyperparameters beyond rank, alpha and dropout."""
 
 
 class LoHALinear(AdapterLinear):
@@ -119,13 +114,8 @@ def copy_loha_to_peft(ours: AdapterLinear, theirs: nn.Module) -> None:
 
 SPEC = register(
     VariantSpec(
-        name="loha",
+        info=VARIANT,
         layer_cls=LoHALinear,
-        params_cls=LoHAParams,
-        family="rank",
-        equations="Eq. (16)",
-        merges=True,
-        summary="Hadamard product of two rank-r updates: rank up to r^2 for 2x LoRA's params.",
         peft_export=PeftExport(make_config=peft_loha_config, copy_weights=copy_loha_to_peft),
     )
 )

@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.lokr import VARIANT, LoKrParams
 from lorabench.variants.base import AdapterLinear, PeftExport, PeftSettings, VariantSpec, register
 
 # PEFT builds LoKr's second Kronecker factor as one full matrix when its r is at least half that
 # factor's larger side; the export asks for this r so every layer gets the full factor C.
 PEFT_FULL_FACTOR_RANK = 2**20
-
-
-@dataclass(frozen=True)
-class LoKrParams:
-    """k: cap on the small Kronecker factor's side in Eqs. (18)-(19) (PEFT's decompose_factor).
-
-    The paper leaves k open; -1 (no cap, so the largest divisor <= sqrt(dim)) is the default of
-    LyCORIS and PEFT. The paper's own codebase defaults to k = 32, which differs only for
-    dimensions with a divisor in (32, sqrt(dim)], e.g. 4096 (32 x 128 instead of 64 x 64).
-    """
-
-    k: int = -1
-
-    def __post_init__(self) -> None:
-        if self.k != -1 and self.k < 1:
-            raise ValueError(f"k must be a positive int or -1 (no cap), got {self.k}")
 
 
 def small_factor(dim: int, k: int = -1) -> int:
@@ -141,13 +125,8 @@ def copy_lokr_to_peft(ours: AdapterLinear, theirs: nn.Module) -> None:
 
 SPEC = register(
     VariantSpec(
-        name="lokr",
+        info=VARIANT,
         layer_cls=LoKrLinear,
-        params_cls=LoKrParams,
-        family="rank",
-        equations="Eqs. (18)-(21)",
-        merges=True,
-        summary="Kronecker product of a small rank-r factor B A and a full factor C.",
         peft_export=PeftExport(make_config=peft_lokr_config, copy_weights=copy_lokr_to_peft),
     )
 )

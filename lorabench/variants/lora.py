@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.lora import VARIANT, LoRAParams
 from lorabench.variants.base import (
     AdapterLinear,
     PeftExport,
@@ -17,11 +17,6 @@ from lorabench.variants.base import (
     init_lora_factors,
     register,
 )
-
-
-@dataclass(frozen=True)
-class LoRAParams:
-    """LoRA has no hyperparameters beyond rank, alpha and dropout."""
 
 
 class LoRALinear(AdapterLinear):
@@ -84,13 +79,8 @@ def copy_lora_to_peft(ours: AdapterLinear, theirs: nn.Module) -> None:
 
 SPEC = register(
     VariantSpec(
-        name="lora",
+        info=VARIANT,
         layer_cls=LoRALinear,
-        params_cls=LoRAParams,
-        family="baseline",
-        equations="Eq. (1), (88), (134)",
-        merges=True,
-        summary="Low-rank update B A scaled by alpha/r; B starts at zero.",
         peft_export=PeftExport(make_config=peft_lora_config, copy_weights=copy_lora_to_peft),
     )
 )

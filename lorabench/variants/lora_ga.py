@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.lora_ga import VARIANT, LoRAGAParams
 from lorabench.variants._gradients import (
-    check_prepare_params,
     estimate_weight_gradients,
     factors_state,
     layer_factors,
@@ -36,17 +35,6 @@ from lorabench.variants.base import (
 from lorabench.variants.inject import adapter_layers
 from lorabench.variants.lora import peft_lora_config
 from lorabench.variants.rslora import RsLoRALinear
-
-
-@dataclass(frozen=True)
-class LoRAGAParams:
-    """Paper's settings (line ~1270): 64 gradient estimation steps, gamma = 16."""
-
-    steps: int = 64
-    gamma: float = 16.0
-
-    def __post_init__(self) -> None:
-        check_prepare_params(self.steps, self.gamma)
 
 
 def lora_ga_factors(grad: Tensor, rank: int, gamma: float) -> tuple[Tensor, Tensor]:
@@ -127,16 +115,8 @@ def copy_lora_ga_to_peft(ours: AdapterLinear, theirs: nn.Module) -> None:
 
 SPEC = register(
     VariantSpec(
-        name="lora-ga",
+        info=VARIANT,
         layer_cls=LoRAGALinear,
-        params_cls=LoRAGAParams,
-        family="initialization",
-        equations="Eq. (99)-(103)",
-        merges=True,
-        summary=(
-            "rsLoRA initialised from the gradient's SVD (A: top-r, B: r+1..2r singular vectors), "
-            "offset subtracted from W so the start is unchanged."
-        ),
         peft_export=PeftExport(make_config=peft_lora_ga_config, copy_weights=copy_lora_ga_to_peft),
         prepare=prepare_lora_ga,
         restore=restore_lora_ga,

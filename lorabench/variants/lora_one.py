@@ -10,14 +10,13 @@ gradient-descent step away from the pretrained one: W + s B0 A0 = W - s/(gamma s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.lora_one import VARIANT, LoRAOneParams
 from lorabench.variants._gradients import (
-    check_prepare_params,
     estimate_weight_gradients,
     factors_state,
     layer_factors,
@@ -28,17 +27,6 @@ from lorabench.variants.base import PeftExport, PrepareContext, VariantSpec, reg
 from lorabench.variants.inject import adapter_layers
 from lorabench.variants.lora import copy_lora_to_peft, peft_lora_config
 from lorabench.variants.rslora import RsLoRALinear
-
-
-@dataclass(frozen=True)
-class LoRAOneParams:
-    """Paper's settings (line ~1273): 64 gradient estimation steps, gamma = 128."""
-
-    steps: int = 64
-    gamma: float = 128.0
-
-    def __post_init__(self) -> None:
-        check_prepare_params(self.steps, self.gamma)
 
 
 def lora_one_factors(grad: Tensor, rank: int, gamma: float) -> tuple[Tensor, Tensor] | None:
@@ -87,16 +75,8 @@ def restore_lora_one(model: nn.Module, state: dict[str, Any], params: Any) -> No
 
 SPEC = register(
     VariantSpec(
-        name="lora-one",
+        info=VARIANT,
         layer_cls=LoRAOneLinear,
-        params_cls=LoRAOneParams,
-        family="initialization",
-        equations="Eq. (104)-(106)",
-        merges=True,
-        summary=(
-            "rsLoRA with B A initialised to the top-r SVD of the negative gradient, "
-            "normalised by sigma_1 and divided by gamma; base weight untouched."
-        ),
         # The prepared adapter is a plain rsLoRA on the unchanged W: PEFT's LoRA holds it.
         peft_export=PeftExport(
             make_config=lambda settings: peft_lora_config(settings, use_rslora=True),

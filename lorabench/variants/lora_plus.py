@@ -11,25 +11,12 @@ train as PEFT's does. PEFT's separate embedding rate never applies: we wrap only
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
+from lorabench.catalog.variants.lora_plus import VARIANT, LoRAPlusParams
 from lorabench.variants.base import PeftExport, VariantSpec, register
 from lorabench.variants.inject import adapter_layers
 from lorabench.variants.lora import LoRALinear, copy_lora_to_peft, peft_lora_config
-
-
-@dataclass(frozen=True)
-class LoRAPlusParams:
-    """`lr_ratio`: eta_B / eta_A; the paper's setting is 16 (= 2^4, §II-C1 and its
-    "Variant-specific hyperparameters")."""
-
-    lr_ratio: float = 16.0
-
-    def __post_init__(self) -> None:
-        if not self.lr_ratio > 0:
-            raise ValueError(f"lr_ratio must be positive, got {self.lr_ratio!r}")
 
 
 class LoRAPlusLinear(LoRALinear):
@@ -62,13 +49,8 @@ def loraplus_param_groups(model: nn.Module, lr: float, params: LoRAPlusParams) -
 
 SPEC = register(
     VariantSpec(
-        name="lora-plus",
+        info=VARIANT,
         layer_cls=LoRAPlusLinear,
-        params_cls=LoRAPlusParams,
-        family="optimization",
-        equations="Eq. (1), (62)-(64)",
-        merges=True,
-        summary="LoRA with the learning rate of B set to 16x that of A.",
         peft_export=PeftExport(make_config=peft_lora_config, copy_weights=copy_lora_to_peft),
         param_groups=loraplus_param_groups,
     )

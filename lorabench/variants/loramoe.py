@@ -25,12 +25,12 @@ tokens; a 2-D input treats each row as a sample. Padding tokens count, as in the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.loramoe import VARIANT, LoRAMoEParams
 from lorabench.variants._moe import (
     RoutedLoRALinear,
     RouterOutput,
@@ -39,26 +39,6 @@ from lorabench.variants._moe import (
     summed_layer_loss,
 )
 from lorabench.variants.base import VariantSpec, init_lora_factors, register
-
-
-@dataclass(frozen=True)
-class LoRAMoEParams:
-    # Paper, variant-specific hyperparameters: 8 experts of rank 1 (total rank 8), 2 activated.
-    experts: int = 8
-    top_k: int = 2  # 0 or >= experts: LoRAMoE's original dense softmax over all experts
-    # LoRAMoE paper's LBC settings: delta (type margin) 0.1 and beta (loss weight) 0.1.
-    lbc_delta: float = 0.1
-    lbc_weight: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.experts < 1:
-            raise ValueError(f"experts must be >= 1, got {self.experts}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = all experts), got {self.top_k}")
-        if not 0.0 <= self.lbc_delta < 1.0:
-            raise ValueError(f"lbc_delta must be in [0, 1), got {self.lbc_delta}")
-        if self.lbc_weight < 0:
-            raise ValueError(f"lbc_weight must be >= 0, got {self.lbc_weight}")
 
 
 class LoRAMoELinear(RoutedLoRALinear):
@@ -120,13 +100,8 @@ def loramoe_extra_loss(model: nn.Module, params: LoRAMoEParams) -> Tensor | None
 
 SPEC = register(
     VariantSpec(
-        name="loramoe",
+        info=VARIANT,
         layer_cls=LoRAMoELinear,
-        params_cls=LoRAMoEParams,
-        family="moe",
-        equations="Eq. (124), (125), (128), (129)",
-        merges=False,
-        summary="Routed rank-split LoRA experts with LoRAMoE's localized balancing constraint.",
         extra_loss=loramoe_extra_loss,
     )
 )

@@ -17,23 +17,15 @@ non-linearly, so there is no dense delta to merge (merges=False).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.loran import VARIANT, LoRANParams
 from lorabench.variants.base import VariantSpec, register
 from lorabench.variants.lora import LoRALinear
-
-
-@dataclass(frozen=True)
-class LoRANParams:
-    """Sinter's amplitude and frequency (LoRAFactory defaults: loran_amp = loran_freq = 1)."""
-
-    amp: float = 1.0
-    freq: float = 1.0
 
 
 def sinter(z: Tensor, amp: float, freq: float) -> Tensor:
@@ -94,13 +86,8 @@ class LoRANLinear(LoRALinear):
 
 SPEC = register(
     VariantSpec(
-        name="loran",
+        info=VARIANT,
         layer_cls=LoRANLinear,
-        params_cls=LoRANParams,
-        family="optimization",
-        equations="§II-C2 [74] (no equation in the paper; Sinter from LoRAFactory)",
-        merges=False,
-        summary="LoRA output passed through Sinter(z) = z + amp*sin(freq*z)*z; not mergeable.",
         peft_export=None,
     )
 )

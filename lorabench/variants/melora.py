@@ -14,24 +14,14 @@ gets fewer blocks.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.melora import VARIANT, MeLoRAParams
 from lorabench.variants.base import AdapterLinear, VariantSpec, register
-
-
-@dataclass(frozen=True)
-class MeLoRAParams:
-    # Paper, variant-specific hyperparameters: "The number of diagonal blocks is set to 2".
-    blocks: int = 2
-
-    def __post_init__(self) -> None:
-        if self.blocks < 1:
-            raise ValueError(f"blocks must be >= 1, got {self.blocks}")
 
 
 def split_sizes(total: int, parts: int) -> list[int]:
@@ -117,16 +107,8 @@ class MeLoRALinear(AdapterLinear):
 
 SPEC = register(
     VariantSpec(
-        name="melora",
+        info=VARIANT,
         layer_cls=MeLoRALinear,
-        params_cls=MeLoRAParams,
-        family="rank",
-        equations="Eq. (14), (15)",
-        merges=True,
-        summary=(
-            "k mini-LoRAs of rank r on the block diagonal (k=2): rank up to k*r at LoRA's "
-            "parameter count."
-        ),
         peft_export=None,
     )
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lorabench.catalog.variants.milora import VARIANT
 from lorabench.variants.base import NoParams, VariantSpec, register
 from lorabench.variants.pissa import ResidualLoRALinear, split_singular
 
@@ -26,12 +27,7 @@ class MiLoRALinear(ResidualLoRALinear):
 
 SPEC = register(
     VariantSpec(
-        name="milora",
+        info=VARIANT,
         layer_cls=MiLoRALinear,
-        params_cls=NoParams,
-        family="initialization",
-        equations="Eq. (93)-(94)",
-        merges=True,
-        summary="LoRA initialised from W's minor (bottom-r) singular triplets; base = residual.",
     )
 )

@@ -26,12 +26,12 @@ other MoE variants (see _moe.py): N_l * r ranks per token, no loop over tokens o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.mola import VARIANT, MoLAParams, parse_allocation
 from lorabench.variants._moe import (
     RoutedLoRALinear,
     RouterOutput,
@@ -41,32 +41,6 @@ from lorabench.variants._moe import (
     switch_balance_loss,
 )
 from lorabench.variants.base import SharedParameters, Site, VariantSpec, init_lora_factors, register
-
-
-def parse_allocation(text: str) -> list[int]:
-    try:
-        counts = [int(part) for part in text.split(",")]
-    except ValueError:
-        counts = []
-    if not counts or any(c < 1 for c in counts):
-        raise ValueError(f"allocation must be comma-separated positive ints, got {text!r}")
-    return counts
-
-
-@dataclass(frozen=True)
-class MoLAParams:
-    # MoLA-△ (2-4-6-8 from the lowest to the highest quarter of the blocks), top-2 routing,
-    # MoLA's router_aux_loss_coef 0.001.
-    allocation: str = "2,4,6,8"
-    top_k: int = 2
-    aux_loss_coeff: float = 0.001
-
-    def __post_init__(self) -> None:
-        parse_allocation(self.allocation)
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.aux_loss_coeff < 0:
-            raise ValueError(f"aux_loss_coeff must be >= 0, got {self.aux_loss_coeff}")
 
 
 def allocate(sites: list[Site], params: MoLAParams) -> list[int]:
@@ -180,13 +154,8 @@ def mola_extra_loss(model: nn.Module, params: MoLAParams) -> Tensor | None:
 
 SPEC = register(
     VariantSpec(
-        name="mola",
+        info=VARIANT,
         layer_cls=MoLALinear,
-        params_cls=MoLAParams,
-        family="moe",
-        equations="Eq. (124), (125), (126)",
-        merges=False,
-        summary="Top-2 LoRA experts with more experts in higher layers (2-4-6-8 allocation).",
         extra_loss=mola_extra_loss,
     )
 )

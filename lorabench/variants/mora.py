@@ -28,27 +28,14 @@ also covers r^ > in. r^ is at least 1 (2 for the rotation).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.mora import VARIANT, MoRAParams
 from lorabench.variants.base import AdapterLinear, VariantSpec, register
-
-COMPRESSIONS = ("rope", "sharing")
-
-
-@dataclass(frozen=True)
-class MoRAParams:
-    """MoRA's compression/decompression operator: "rope" (type 6) or "sharing" (type 1)."""
-
-    compression: str = "rope"
-
-    def __post_init__(self) -> None:
-        if self.compression not in COMPRESSIONS:
-            raise ValueError(f"compression must be one of {COMPRESSIONS}, got {self.compression!r}")
 
 
 def mora_rank(in_features: int, out_features: int, rank: int, compression: str = "rope") -> int:
@@ -155,13 +142,8 @@ def rotate_half_matrix(r_hat: int, like: Tensor) -> Tensor:
 
 SPEC = register(
     VariantSpec(
-        name="mora",
+        info=VARIANT,
         layer_cls=MoRALinear,
-        params_cls=MoRAParams,
-        family="rank",
-        equations="§II-B1 [46] (no equation in the paper; MoRA Eqs. (6), (9))",
-        merges=True,
-        summary="Square r^ x r^ matrix M between RoPE/sharing compression and decompression.",
         peft_export=None,
     )
 )

@@ -9,26 +9,14 @@ kaiming-uniform M; the MoSLoRA paper also tries an orthogonal M).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.moslora import VARIANT, MoSLoRAParams
 from lorabench.variants.base import AdapterLinear, VariantSpec, init_lora_factors, register
-
-MIXER_INITS = ("kaiming", "orthogonal")
-
-
-@dataclass(frozen=True)
-class MoSLoRAParams:
-    # The paper lists no MoSLoRA hyperparameters; the original code's mixer init is kaiming.
-    mixer_init: str = "kaiming"
-
-    def __post_init__(self) -> None:
-        if self.mixer_init not in MIXER_INITS:
-            raise ValueError(f"mixer_init must be one of {MIXER_INITS}, got {self.mixer_init!r}")
 
 
 class MoSLoRALinear(AdapterLinear):
@@ -81,13 +69,8 @@ class MoSLoRALinear(AdapterLinear):
 
 SPEC = register(
     VariantSpec(
-        name="moslora",
+        info=VARIANT,
         layer_cls=MoSLoRALinear,
-        params_cls=MoSLoRAParams,
-        family="moe",
-        equations="§II-E3 (MoSLoRA): dW = s B M A",
-        merges=True,
-        summary="LoRA with a trainable r x r mixer M between A and B (dW = s B M A); B starts at 0",
         peft_export=None,
     )
 )

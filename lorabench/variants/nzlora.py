@@ -4,28 +4,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
+from lorabench.catalog.variants.nzlora import VARIANT, NZLoRAParams
 from lorabench.variants.base import VariantSpec, register
 from lorabench.variants.lora import LoRALinear
-
-
-@dataclass(frozen=True)
-class NZLoRAParams:
-    """gamma_a, gamma_b: init scales of A and B (paper: 16 each). Each factor is drawn from
-    U(-sqrt(gamma / m), sqrt(gamma / m)), m = in_features: gamma multiplies the variance of
-    LoRA's Kaiming-uniform init (gamma = 1 is Eq. (88)'s bound), as in the paper's own code."""
-
-    gamma_a: float = 16.0
-    gamma_b: float = 16.0
-
-    def __post_init__(self) -> None:
-        for name in ("gamma_a", "gamma_b"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
 class NZLoRALinear(LoRALinear):
@@ -50,12 +34,7 @@ class NZLoRALinear(LoRALinear):
 
 SPEC = register(
     VariantSpec(
-        name="nzlora",
+        info=VARIANT,
         layer_cls=NZLoRALinear,
-        params_cls=NZLoRAParams,
-        family="initialization",
-        equations="Eq. (89)",
-        merges=True,
-        summary="LoRA with both A and B drawn uniformly at init (gamma = 16) and no residual.",
     )
 )

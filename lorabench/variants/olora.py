@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.olora import VARIANT
 from lorabench.variants.base import NoParams, PeftExport, PeftSettings, VariantSpec, register
 from lorabench.variants.lora import copy_lora_to_peft, peft_lora_config
 from lorabench.variants.pissa import ResidualLoRALinear
@@ -42,13 +43,8 @@ def copy_olora_to_peft(ours: nn.Module, theirs: nn.Module) -> None:
 
 SPEC = register(
     VariantSpec(
-        name="olora",
+        info=VARIANT,
         layer_cls=OLoRALinear,
-        params_cls=NoParams,
-        family="initialization",
-        equations="Eq. (95)",
-        merges=True,
-        summary="LoRA initialised from a QR of W (orthonormal B); the base keeps the residual.",
         peft_export=PeftExport(make_config=peft_olora_config, copy_weights=copy_olora_to_peft),
     )
 )

@@ -4,11 +4,10 @@ OLoRA, which differ only in which rank-r part of W they move into the adapter.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
+from lorabench.catalog.variants.pissa import VARIANT, PiSSAParams
 from lorabench.variants.base import VariantSpec, init_lora_factors, register
 from lorabench.variants.lora import LoRALinear
 
@@ -76,18 +75,6 @@ def split_singular(u: Tensor, s: Tensor, vh: Tensor, scaling: float) -> tuple[Te
     return root[:, None] * vh, u * root[None, :]
 
 
-@dataclass(frozen=True)
-class PiSSAParams:
-    """svd_iters: subspace iterations of the fast SVD (paper: 64, PEFT's "pissa_niter_64");
-    0 takes the exact SVD (PEFT's "pissa")."""
-
-    svd_iters: int = 64
-
-    def __post_init__(self) -> None:
-        if self.svd_iters < 0:
-            raise ValueError(f"svd_iters must be >= 0, got {self.svd_iters}")
-
-
 class PiSSALinear(ResidualLoRALinear):
     """Eqs. (90)-(92): A0, B0 from the top-r singular triplets; base = W - s * B0 A0."""
 
@@ -106,12 +93,7 @@ class PiSSALinear(ResidualLoRALinear):
 
 SPEC = register(
     VariantSpec(
-        name="pissa",
+        info=VARIANT,
         layer_cls=PiSSALinear,
-        params_cls=PiSSAParams,
-        family="initialization",
-        equations="Eq. (90)-(92)",
-        merges=True,
-        summary="LoRA initialised from W's top-r singular triplets; the base keeps the residual.",
     )
 )

@@ -18,7 +18,6 @@ lambda = 0), so capped layers export too.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from lorabench.catalog.variants.randlora import VARIANT, RandLoRAParams
 from lorabench.variants.base import (
     AdapterLinear,
     PeftExport,
@@ -35,23 +35,6 @@ from lorabench.variants.base import (
     VariantSpec,
     register,
 )
-
-
-@dataclass(frozen=True)
-class RandLoRAParams:
-    """basis_rank: rank r of each random basis (paper: 32; 0 takes the layer's `rank`).
-    max_basis_dim: U, the cap on the total rank n_b * r of one layer (paper: 1024).
-    projection_prng_key: seed of the shared random bases (PEFT's `projection_prng_key`)."""
-
-    basis_rank: int = 32
-    max_basis_dim: int = 1024
-    projection_prng_key: int = 0
-
-    def __post_init__(self) -> None:
-        if self.basis_rank < 0:
-            raise ValueError(f"basis_rank must be >= 0 (0: use rank), got {self.basis_rank}")
-        if self.max_basis_dim < 1:
-            raise ValueError(f"max_basis_dim must be >= 1, got {self.max_basis_dim}")
 
 
 def resolve_basis_rank(rank: int, params: RandLoRAParams) -> int:
@@ -270,13 +253,8 @@ def copy_randlora_to_peft(ours: AdapterLinear, theirs: nn.Module) -> None:
 
 SPEC = register(
     VariantSpec(
-        name="randlora",
+        info=VARIANT,
         layer_cls=RandLoRALinear,
-        params_cls=RandLoRAParams,
-        family="rank",
-        equations="Eq. (31)-(32)",
-        merges=True,
-        summary="Sum of n_b shared frozen random bases scaled by trainable diagonals; full rank.",
         peft_export=PeftExport(
             make_config=peft_randlora_config, copy_weights=copy_randlora_to_peft
         ),

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.rasa import VARIANT, RaSAParams
 from lorabench.variants.base import AdapterLinear, SharedParameters, Site, VariantSpec, register
 
 GroupKey = tuple[str, int, int]
@@ -70,14 +70,6 @@ class SiteGroups(SharedParameters):
 
 
 # --- RaSA -----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RaSAParams:
-    # Paper, variant-specific hyperparameters: "The shared rank k is set to 1".
-    shared_rank: int = 1
-
-    def __post_init__(self) -> None:
-        if self.shared_rank < 1:
-            raise ValueError(f"shared_rank must be >= 1, got {self.shared_rank}")
 
 
 def _kaiming_uniform_(weight: Tensor) -> None:
@@ -227,16 +219,8 @@ class RaSALinear(AdapterLinear):
 
 SPEC = register(
     VariantSpec(
-        name="rasa",
+        info=VARIANT,
         layer_cls=RaSALinear,
-        params_cls=RaSAParams,
-        family="rank",
-        equations="Eq. (27)",
-        merges=True,
-        summary=(
-            "r-k local ranks plus a pool of k ranks per module shared by all modules of the same "
-            "kind and shape, weighted by a trainable diagonal D; effective rank r-k+kL."
-        ),
         peft_export=None,
     )
 )

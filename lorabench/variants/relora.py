@@ -19,29 +19,14 @@ adapters sit on the unmodified pretrained weight, has no equivalent.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from lorabench.catalog.variants.relora import VARIANT, ReLoRAParams
 from lorabench.variants.base import StepContext, VariantSpec, register
 from lorabench.variants.inject import adapter_layers
 from lorabench.variants.lora import LoRALinear
-
-
-@dataclass(frozen=True)
-class ReLoRAParams:
-    """`restarts`: merge-and-reinit events per run (paper: 3-5; we take the middle, 4);
-    `rewarm_steps`: steps over which the lr climbs back from 0 after each (paper: 10)."""
-
-    restarts: int = 4
-    rewarm_steps: int = 10
-
-    def __post_init__(self) -> None:
-        if self.restarts < 0:
-            raise ValueError(f"restarts must be >= 0, got {self.restarts!r}")
-        if self.rewarm_steps < 0:
-            raise ValueError(f"rewarm_steps must be >= 0, got {self.rewarm_steps!r}")
 
 
 class ReLoRALinear(LoRALinear):
@@ -124,13 +109,8 @@ def relora_on_step(ctx: StepContext) -> None:
 
 SPEC = register(
     VariantSpec(
-        name="relora",
+        info=VARIANT,
         layer_cls=ReLoRALinear,
-        params_cls=ReLoRAParams,
-        family="rank",
-        equations="Eq. (12)-(13), (88)",
-        merges=True,
-        summary="LoRA merged into W and re-initialised a few times per run, with lr re-warm-up.",
         on_step=relora_on_step,
         lr_multiplier=relora_lr_multiplier,
     )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 
+from lorabench.catalog.variants.rslora import VARIANT
 from lorabench.variants.base import PeftExport, VariantSpec, register
-from lorabench.variants.lora import LoRALinear, LoRAParams, copy_lora_to_peft, peft_lora_config
+from lorabench.variants.lora import LoRALinear, copy_lora_to_peft, peft_lora_config
 
 
 class RsLoRALinear(LoRALinear):
@@ -19,16 +20,11 @@ class RsLoRALinear(LoRALinear):
 
 SPEC = register(
     VariantSpec(
-        name="rslora",
+        info=VARIANT,
         layer_cls=RsLoRALinear,
-        params_cls=LoRAParams,
-        family="optimization",
-        equations="Eq. (61)",
-        merges=True,
         peft_export=PeftExport(
             make_config=lambda settings: peft_lora_config(settings, use_rslora=True),
             copy_weights=copy_lora_to_peft,
         ),
-        summary="LoRA with scaling alpha/sqrt(r) for rank-stable learning.",
     )
 )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorabench.catalog.variants.vera import VARIANT, VeRAParams
 from lorabench.variants.base import (
     AdapterLinear,
     PeftExport,
@@ -19,15 +19,6 @@ from lorabench.variants.base import (
     VariantSpec,
     register,
 )
-
-
-@dataclass(frozen=True)
-class VeRAParams:
-    """d_initial: constant initial value of the vector d (PEFT's `d_initial`).
-    projection_prng_key: seed of the shared random bases (PEFT's `projection_prng_key`)."""
-
-    d_initial: float = 0.1
-    projection_prng_key: int = 0
 
 
 def _kaiming_uniform(shape: tuple[int, int], generator: torch.Generator) -> Tensor:
@@ -152,18 +143,8 @@ def copy_vera_to_peft(ours: AdapterLinear, theirs: nn.Module) -> None:
 
 SPEC = register(
     VariantSpec(
-        name="vera",
+        info=VARIANT,
         layer_cls=VeRALinear,
-        params_cls=VeRAParams,
-        family="rank",
-        equations="Eq. (24)-(26)",
-        merges=True,
-        summary="Frozen shared random A, B sliced per layer; trains only vectors d and b.",
-        notes=(
-            "Scales the update by alpha/r (Eq. (26)); PEFT's VeRA has no scaling, so the same d "
-            "and b give alpha/r times PEFT's update (2x PEFT's at the default alpha = 2r). The "
-            "PEFT export folds alpha/r into b, so exported models match."
-        ),
         peft_export=PeftExport(make_config=peft_vera_config, copy_weights=copy_vera_to_peft),
     )
 )
