@@ -20,7 +20,7 @@ def _defaults(params_cls: type) -> str:
 
 def variants_command() -> None:
     """Every variant: taxonomy family, equations, hyperparameter defaults, merge, PEFT, notes."""
-    from lorabench.variants import get_variant, variant_names
+    from lorabench.catalog.variant import get_variant_info, variant_names
 
     table = Table(title="LoRA variants")
     for column in ("variant", "family", "equations", "hyperparameters (defaults)"):
@@ -28,14 +28,14 @@ def variants_command() -> None:
     table.add_column("merges")
     table.add_column("PEFT")
     for name in variant_names():
-        spec = get_variant(name)
+        info = get_variant_info(name)
         table.add_row(
-            name, spec.family, spec.equations, _defaults(spec.params_cls),
-            "yes" if spec.merges else "no", "yes" if spec.peft else "no",
+            name, info.family, info.equations, _defaults(info.params_cls),
+            "yes" if info.merges else "no", "yes" if info.peft else "no",
         )  # fmt: skip
     console.print(table)
     for name in variant_names():
-        note = get_variant(name).notes
+        note = get_variant_info(name).notes
         if note:
             # Unwrapped, so a note reads (and can be searched for) as one line.
             console.print(f"[bold]{name}[/]: {escape(note)}", highlight=False, soft_wrap=True)
