@@ -40,6 +40,7 @@ def child(db: str, go_at: float) -> None:
 def run(db: str, workers: int, jobs: int) -> dict:
     from sqlalchemy import func, select
 
+    from lorabench.cli.plan import job_rows
     from lorabench.config import resolve_job
     from lorabench.store import enqueue, open_engine
     from lorabench.store.models import Attempt, Job, Metric
@@ -49,7 +50,7 @@ def run(db: str, workers: int, jobs: int) -> dict:
         resolve_job({"task": "bbc-news", "variant": "lora", "lr": 1e-4, "seed": seed})
         for seed in range(jobs)
     ]
-    enqueue(engine, "queue-benchmark", configs)
+    enqueue(engine, "queue-benchmark", job_rows(configs))
     go_at = time.time() + 8.0  # imports take a few seconds per process on 2 cores
     processes = [
         subprocess.Popen(

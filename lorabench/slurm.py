@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorabench.store import normalise_url
+from lorabench.store.dialects import for_url
 
 TIME_FORMAT = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$")
 # Seconds of warning before the time limit: enough for every worker to finish its step,
@@ -38,10 +39,11 @@ class SlurmOptions:
 
 def validate(options: SlurmOptions) -> None:
     """Raise ValueError naming the first option that cannot work on a cluster."""
-    if normalise_url(options.db).startswith("sqlite:"):
+    backend = for_url(normalise_url(options.db))  # None: unsupported, refused when opened
+    if backend is not None and not backend.shared_across_machines:
         raise ValueError(
-            f"--db {options.db or '(default ./lorabench.db)'} is SQLite, which workers on "
-            "several nodes cannot share; use PostgreSQL: "
+            f"--db {options.db or '(default ./lorabench.db)'} is {backend.label}, which workers "
+            "on several nodes cannot share; use PostgreSQL: "
             "--db postgresql+psycopg://user:password@host/dbname"
         )
     for flag, value in (

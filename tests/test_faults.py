@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from lorabench.cli.plan import job_rows
 from lorabench.config import resolve_job
 from lorabench.store import database_time, enqueue, open_engine
 from lorabench.store.models import Attempt, Job, Metric, Outcome, Worker
@@ -35,7 +36,7 @@ def plan_noop(db: str, jobs: int, *, sweep: str = "noop", max_attempts: int = 3,
         for seed in range(jobs)
     ]
     engine = open_engine(db, create=True)
-    enqueue(engine, sweep, configs, max_attempts=max_attempts)
+    enqueue(engine, sweep, job_rows(configs), max_attempts=max_attempts)
     engine.dispose()
 
 

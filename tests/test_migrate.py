@@ -17,14 +17,16 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import insert, inspect, select, text
 from typer.testing import CliRunner
 
 from lorabench.cli import app
+from lorabench.cli.plan import job_rows
 from lorabench.store import (
     MetricRow,
     StoreError,
     claim,
+    claim_pack,
     enqueue,
     finish,
     open_engine,
@@ -32,12 +34,13 @@ from lorabench.store import (
 )
 from lorabench.store import migrate as migrate_module
 from lorabench.store.migrate import STEPS, upgrade
-from lorabench.store.models import SCHEMA_VERSION, Job, Metric, SchemaVersion, Worker
+from lorabench.store.models import SCHEMA_VERSION, Job, Metric, SchemaVersion, Sweep, Worker
 
 DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "schema1.db"
 RELEASED_LR_TABLE = DATA / "schema1-lr-table-noop.csv"
-UPGRADED = "schema 1 -> 3: added worker.process_start, created table outcome"
+UPGRADED = "schema 1 -> 4: added worker.process_start, created table outcome, added sweep.pack"
+ALL_VERSIONS = list(range(1, SCHEMA_VERSION + 1))
 PLAN = ["plan", "--task", "noop", "--variant", "lora", "--lr", "1e-3"]
 
 
@@ -182,11 +185,11 @@ def test_db_upgrade_brings_the_release_database_up_once(old_db: Path):
     first = invoke("db", "upgrade", "--db", str(old_db))
     assert first.exit_code == 0, first.output
     assert first.stdout.strip() == UPGRADED
-    assert versions(str(old_db)) == [1, 2, 3]
+    assert versions(str(old_db)) == ALL_VERSIONS
     again = invoke("db", "upgrade", "--db", str(old_db))
     assert again.exit_code == 0, again.output
     assert again.stdout.strip() == f"already at schema {SCHEMA_VERSION}"
-    assert versions(str(old_db)) == [1, 2, 3]
+    assert versions(str(old_db)) == ALL_VERSIONS
     shown = invoke("db", "version", "--db", str(old_db))
     assert shown.stdout.strip() == f"schema {SCHEMA_VERSION} (current)"
 
@@ -324,26 +327,27 @@ def test_a_new_database_is_created_at_the_current_schema(tmp_path: Path):
 
 def make_version_1(url: str) -> None:
     """A database as schema 1 left it, with one finished job: today's schema, less what
-    versions 2 and 3 added."""
+    versions 2, 3 and 4 added."""
     engine = open_engine(url, create=True)
     try:
-        enqueue(engine, "old", [_noop_job(0)])
+        enqueue(engine, "old", job_rows([_noop_job(0)]))
         worker = register_worker(engine, "cpu", process_start="boot ns 1")
         job = claim(engine, worker, lease_seconds=60)
         finish(engine, job, [MetricRow("eval", "score", 1, -0.5, epoch=1)])
         with engine.begin() as conn:
             conn.execute(text("DROP TABLE outcome"))
             conn.execute(text("ALTER TABLE worker DROP COLUMN process_start"))
+            conn.execute(text("ALTER TABLE sweep DROP COLUMN pack"))
             conn.execute(SchemaVersion.__table__.delete())
             conn.execute(SchemaVersion.__table__.insert().values(version=1, applied_at=0))
     finally:
         engine.dispose()
 
 
-def _noop_job(seed: int):
+def _noop_job(seed: int, lr: float = 1e-3):
     from lorabench.config import resolve_job
 
-    return resolve_job({"task": "noop", "variant": "lora", "lr": 1e-3, "seed": seed})
+    return resolve_job({"task": "noop", "variant": "lora", "lr": lr, "seed": seed})
 
 
 def test_version_1_is_refused_then_upgraded_on_each_backend(db_url: str, tmp_path, request):
@@ -358,8 +362,11 @@ def test_version_1_is_refused_then_upgraded_on_each_backend(db_url: str, tmp_pat
     result = invoke("db", "upgrade", "--db", db_url)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == UPGRADED
-    assert invoke("db", "upgrade", "--db", db_url).stdout.strip() == "already at schema 3"
-    assert versions(db_url) == [1, 2, 3]
+    assert (
+        invoke("db", "upgrade", "--db", db_url).stdout.strip()
+        == f"already at schema {SCHEMA_VERSION}"
+    )
+    assert versions(db_url) == ALL_VERSIONS
     engine = open_engine(db_url)
     try:
         with engine.connect() as conn:
@@ -370,6 +377,57 @@ def test_version_1_is_refused_then_upgraded_on_each_backend(db_url: str, tmp_pat
         engine.dispose()
     fresh = _fresh_like(db_url, tmp_path, request)
     assert schema_of(db_url) == schema_of(fresh)
+
+
+# Specs as lorabench stored them before schema 4: a sweep file's (pack on top), a preset's
+# since its pack was put on top, a preset's before that (pack in each part), and ones that
+# say nothing usable.
+OLD_SPECS = {
+    "file": ('{"axes": {"lr": [0.1, 0.01]}, "name": "file", "pack": 4, "priority": 0}', 4),
+    "preset": ('{"pack": 3, "preset": "paper-glue", "sweeps": [{"pack": 3}, {"pack": 3}]}', 3),
+    "older-preset": ('{"preset": "paper-nlg", "sweeps": [{"pack": 2}, {"pack": 2}]}', 2),
+    "plain": ('{"axes": {}, "name": "plain", "pack": 1}', 1),
+    "empty": ("{}", 1),
+    "odd": ('{"pack": "many"}', 1),
+    "broken": ("not json", 1),
+}
+
+
+def test_the_upgrade_gives_each_sweep_the_pack_it_was_planned_with(db_url: str):
+    make_version_1(db_url)
+    engine = open_engine(db_url, allow_older=True)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO sweep (name, description, spec, created_at) "
+                     "VALUES (:name, '', :spec, 0)"),
+                [{"name": name, "spec": spec} for name, (spec, _) in OLD_SPECS.items()],
+            )  # fmt: skip
+        assert upgrade(engine).after == SCHEMA_VERSION
+    finally:
+        engine.dispose()
+    engine = open_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            packs = dict(conn.execute(select(Sweep.name, Sweep.pack)).all())
+        assert packs == {"old": 1, **{name: pack for name, (_, pack) in OLD_SPECS.items()}}
+        # A worker without --pack follows it: three jobs of the older preset, packs of two.
+        with engine.begin() as conn:
+            sweep_id = conn.execute(
+                select(Sweep.id).where(Sweep.name == "older-preset")
+            ).scalar_one()
+            rows = job_rows(_noop_job(1, lr) for lr in (1e-4, 1e-3, 1e-2))
+            conn.execute(
+                insert(Job),
+                [{"sweep_id": sweep_id, "config": row.config_json, "config_hash": row.config_hash,
+                  "group_hash": row.group_hash, "created_at": 0, "updated_at": 0}
+                 for row in rows],
+            )  # fmt: skip
+        worker = register_worker(engine, "cpu")
+        sizes = [len(claim_pack(engine, worker, size=None, lease_seconds=60)) for _ in range(3)]
+        assert sizes == [2, 1, 0]
+    finally:
+        engine.dispose()
 
 
 def _fresh_like(db_url: str, tmp_path: Path, request) -> str:
@@ -412,8 +470,8 @@ def test_concurrent_upgrades_apply_each_step_once(db_url: str, monkeypatch):
         thread.join(30)
     for engine in engines:
         engine.dispose()
-    assert [r.describe() for r in results] == [UPGRADED, "already at schema 3"]
-    assert versions(db_url) == [1, 2, 3]
+    assert [r.describe() for r in results] == [UPGRADED, f"already at schema {SCHEMA_VERSION}"]
+    assert versions(db_url) == ALL_VERSIONS
 
 
 def test_two_db_upgrade_processes_at_once(old_db: Path):
@@ -426,4 +484,4 @@ def test_two_db_upgrade_processes_at_once(old_db: Path):
     assert [process.returncode for process in processes] == [0, 0], outputs
     said = sorted(out.strip() for out, _ in outputs)
     assert said == sorted([UPGRADED, f"already at schema {SCHEMA_VERSION}"]), outputs
-    assert versions(str(old_db)) == [1, 2, 3]
+    assert versions(str(old_db)) == ALL_VERSIONS

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text, update
 
+from lorabench.cli.plan import job_rows
 from lorabench.config import resolve_job
 from lorabench.store import (
     StoreError,
@@ -54,7 +55,7 @@ def noop_job(steps: int, sleep_s: float, seed: int = 0):
 def plan_job(db: str, *, steps: int, sleep_s: float) -> None:
     """One noop job of `steps` optimizer steps (batch size 8), each sleeping `sleep_s`."""
     engine = open_engine(db, create=True)
-    enqueue(engine, "orphans", [noop_job(steps, sleep_s)])
+    enqueue(engine, "orphans", job_rows([noop_job(steps, sleep_s)]))
     engine.dispose()
 
 
@@ -434,7 +435,7 @@ def engine(db_url: str):
 
 
 def test_only_a_proven_dead_holder_on_this_host_loses_its_job_at_once(engine):
-    enqueue(engine, "s", [noop_job(1, 0.0, seed) for seed in range(5)])
+    enqueue(engine, "s", job_rows(noop_job(1, 0.0, seed) for seed in range(5)))
     host = socket.gethostname()
     live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
                             stdin=subprocess.PIPE)  # fmt: skip
@@ -489,6 +490,7 @@ def test_a_database_of_the_previous_schema_gains_the_worker_identity_by_db_upgra
     with engine.begin() as conn:  # as lorabench with schema 1 left it
         conn.execute(text("DROP TABLE outcome"))
         conn.execute(text("ALTER TABLE worker DROP COLUMN process_start"))
+        conn.execute(text("ALTER TABLE sweep DROP COLUMN pack"))
         conn.execute(SchemaVersion.__table__.delete())
         conn.execute(SchemaVersion.__table__.insert().values(version=1, applied_at=0))
     engine.dispose()
@@ -496,13 +498,17 @@ def test_a_database_of_the_previous_schema_gains_the_worker_identity_by_db_upgra
         with pytest.raises(StoreError, match="lorabench db upgrade"):
             open_engine(db_url, read_only=read_only)
     engine = open_engine(db_url, allow_older=True)  # what `lorabench db upgrade` does
-    assert upgrade(engine).done == ("added worker.process_start", "created table outcome")
+    assert upgrade(engine).done == (
+        "added worker.process_start",
+        "created table outcome",
+        "added sweep.pack",
+    )
     assert upgrade(engine).done == ()  # once
     engine.dispose()
     engine = open_engine(db_url)
     assert register_worker(engine, "cpu", process_start="x y 1") == 1
     with engine.connect() as conn:
         versions = conn.execute(select(SchemaVersion.version)).scalars().all()
-        assert sorted(versions) == [1, 2, SCHEMA_VERSION]
+        assert sorted(versions) == list(range(1, SCHEMA_VERSION + 1))
         assert conn.execute(select(Worker.process_start)).scalar_one() == "x y 1"
     engine.dispose()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from lorabench.cli.plan import job_rows
 from lorabench.config import resolve_job
 from lorabench.store import (
     LeaseLost,
@@ -26,14 +27,14 @@ from lorabench.store import (
     release,
     retry,
 )
-from lorabench.store.models import Attempt, Job, Metric, Outcome
+from lorabench.store.models import Attempt, Job, Metric, Outcome, Sweep
 
 
 def configs(n: int):
-    return [
+    return job_rows(
         resolve_job({"task": "bbc-news", "variant": "lora", "lr": 1e-4, "seed": s})
         for s in range(n)
-    ]
+    )
 
 
 @pytest.fixture
@@ -241,7 +242,7 @@ def test_claim_pack_takes_jobs_that_differ_only_in_learning_rate(engine):
         for seed in (0, 1)
         for lr in (1e-4, 1e-3, 1e-2)
     ]
-    enqueue(engine, "s", sweep)
+    enqueue(engine, "s", job_rows(sweep))
     worker = register_worker(engine, "cpu")
     first = claim_pack(engine, worker, size=2, lease_seconds=60)
     second = claim_pack(engine, worker, size=8, lease_seconds=60)
@@ -262,16 +263,12 @@ def test_claim_pack_takes_jobs_that_differ_only_in_learning_rate(engine):
 
 
 def test_claim_pack_takes_the_sweeps_own_pack_unless_told(engine):
-    import json
-
-    from lorabench.cli.presets import load_preset, plan_preset
-    from lorabench.store.queue import sweep_pack
-
     lrs = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
     packed = [resolve_job({"task": "noop", "variant": "lora", "lr": lr, "seed": 0}) for lr in lrs]
     plain = [resolve_job({"task": "noop", "variant": "lora", "lr": lr, "seed": 1}) for lr in lrs]
-    enqueue(engine, "packed", packed, spec_json=json.dumps({"pack": 3, "axes": {}}))
-    enqueue(engine, "plain", plain, spec_json=json.dumps({"axes": {}}))
+    # The spec is for people: the queue reads the sweep's pack column, never the spec.
+    enqueue(engine, "packed", job_rows(packed), spec_json=json.dumps({"pack": 1}), pack=3)
+    enqueue(engine, "plain", job_rows(plain), spec_json=json.dumps({"pack": 5}))
     worker = register_worker(engine, "cpu")
     sizes = [len(claim_pack(engine, worker, size=None, lease_seconds=60, sweep="packed"))
              for _ in range(3)]  # fmt: skip
@@ -279,6 +276,42 @@ def test_claim_pack_takes_the_sweeps_own_pack_unless_told(engine):
     assert len(claim_pack(engine, worker, size=None, lease_seconds=60, sweep="plain")) == 1
     assert len(claim_pack(engine, worker, size=4, lease_seconds=60, sweep="plain", most=2)) == 2
     assert len(claim_pack(engine, worker, size=8, lease_seconds=60, sweep="plain")) == 2
-    planned = plan_preset(load_preset("paper-glue"), {"pack": 4})
-    assert sweep_pack(planned.spec_json()) == 4  # a preset's parts share the flag
-    assert sweep_pack("{}") == 1
+
+
+def test_planning_again_sets_the_sweeps_pack(engine):
+    jobs = job_rows(
+        resolve_job({"task": "noop", "variant": "lora", "lr": lr, "seed": 0})
+        for lr in (1e-4, 1e-3, 1e-2)
+    )
+    enqueue(engine, "s", jobs[:1], pack=4)
+    again = enqueue(engine, "s", jobs, pack=2)  # the latest plan decides
+    assert (again.new, again.existing) == (2, 1)
+    with engine.connect() as conn:
+        assert conn.execute(select(Sweep.pack)).scalars().all() == [2]
+    worker = register_worker(engine, "cpu")
+    assert len(claim_pack(engine, worker, size=None, lease_seconds=60)) == 2
+    with pytest.raises(ValueError, match="pack must be at least 1"):
+        enqueue(engine, "s", jobs, pack=0)
+
+
+@pytest.mark.parametrize("preset", ["paper-glue", "paper-nlg"])
+def test_a_preset_planned_with_pack_has_its_jobs_claimed_as_packs(db_url: str, preset: str):
+    from lorabench.cli.plan import plan
+
+    planned = plan(None, {"pack": 3}, db=db_url, preset=preset)
+    assert planned["new"] > 0
+    engine = open_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(select(Sweep.name, Sweep.pack)).all() == [(preset, 3)]
+            spec = json.loads(conn.execute(select(Sweep.spec)).scalar_one())
+        assert "sweeps" in spec  # a preset's layout, which the queue does not read
+        worker = register_worker(engine, "cpu")
+        packs = [claim_pack(engine, worker, size=None, lease_seconds=60) for _ in range(2)]
+    finally:
+        engine.dispose()
+    for pack in packs:
+        assert len(pack) == 3
+        assert len({c.config["lr"] for c in pack}) == 3  # one learning rate each
+        rest = [{k: v for k, v in c.config.items() if k != "lr"} for c in pack]
+        assert all(other == rest[0] for other in rest)

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lorabench.cli import app
+from lorabench.cli.plan import job_rows
 from lorabench.config import resolve_job
 from lorabench.report.load import load_data
 from lorabench.report.registry import build_tables, table_names
@@ -89,7 +90,7 @@ def _fill(db: str) -> object:
     worker = register_worker(engine, "cpu")
 
     def add(sweep: str, config: dict):  # noqa: ANN202
-        enqueue(engine, sweep, [resolve_job(config)])
+        enqueue(engine, sweep, job_rows([resolve_job(config)]))
         claimed = claim(engine, worker, lease_seconds=600)
         assert claimed is not None
         return claimed
@@ -105,7 +106,7 @@ def _fill(db: str) -> object:
         finish(engine, claimed, rows)
     for sweep, config, state in PENDING:
         if state == "queued":
-            enqueue(engine, sweep, [resolve_job(config)])
+            enqueue(engine, sweep, job_rows([resolve_job(config)]))
             continue
         claimed = add(sweep, config)
         if state == "failed":

@@ -10,6 +10,7 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from lorabench.cli import app
+from lorabench.cli.plan import job_rows
 from lorabench.config import resolve_job
 from lorabench.monitor import render_snapshot, take_snapshot
 from lorabench.monitor.view import format_duration
@@ -30,9 +31,9 @@ NOW = T + 1000
 
 
 def configs(seeds):
-    return [
+    return job_rows(
         resolve_job({"task": "bbc-news", "variant": "lora", "lr": 1e-4, "seed": s}) for s in seeds
-    ]
+    )
 
 
 def set_job(engine, job_id: int, **values) -> None:

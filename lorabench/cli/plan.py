@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from lorabench.cli.common import DbOption, console, split_list, user_errors
+
+if TYPE_CHECKING:
+    from lorabench.config import JobConfig
+    from lorabench.store import JobRow
 
 # Flags that name one JobConfig axis each; a comma-separated value sweeps it.
 AXIS_FLAGS = {
@@ -167,6 +172,13 @@ def print_estimate(result: dict[str, Any]) -> None:
     console.print(f"({ESTIMATE_NOTE})", style="dim", highlight=False)
 
 
+def job_rows(jobs: Iterable[JobConfig]) -> list[JobRow]:
+    """Jobs as the queue stores them: canonical config JSON and the two hashes."""
+    from lorabench.store import JobRow
+
+    return [JobRow(job.canonical_json(), job.config_hash, job.group_hash) for job in jobs]
+
+
 def plan(
     sweep_file: Path | None,
     overrides: dict[str, Any],
@@ -213,10 +225,11 @@ def plan(
         result = enqueue(
             engine,
             spec.name,
-            jobs,
+            job_rows(jobs),
             spec_json=spec_json,
             description=spec.description,
             max_attempts=spec.max_attempts,
             priority=spec.priority,
+            pack=spec.pack,  # a preset's parts share it (flags give every part the same)
         )
     return {"sweep": result.sweep, "new": result.new, "existing": result.existing}

@@ -12,17 +12,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect, select
+from sqlalchemy import Engine, create_engine, inspect, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 from sqlmodel import Session, SQLModel
 
 from lorabench.errors import StoreError
+from lorabench.store.dialects import (
+    BUSY_TIMEOUT_MS,
+    DIALECTS,
+    POSTGRES,
+    SQLITE,
+    damaged,
+    dialect_of,
+    supported,
+)
 from lorabench.store.models import SCHEMA_VERSION, SchemaVersion
 
 DEFAULT_DB = "lorabench.db"
-BUSY_TIMEOUT_MS = 60_000
-CONNECT_TIMEOUT_S = 10
 NETWORK_FILESYSTEMS = {
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "lustre", "glusterfs",
     "fuse.glusterfs", "ceph", "fuse.ceph", "gpfs", "beegfs", "afs", "ncpfs",
@@ -99,28 +106,8 @@ def open_engine(
         return _sqlite_read_only(path, allow_older=allow_older)
     if path.exists() and not os.access(path, os.W_OK):
         raise StoreError(f"{path} is read-only; workers and plan need to write to it")
-    engine = create_engine(
-        f"sqlite:///{path}",
-        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
-    )
-
-    @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: sqlite3.Connection, _record: object) -> None:
-        # Let SQLAlchemy, not the driver, start transactions, so we can say IMMEDIATE.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(connection) -> None:  # noqa: ANN001
-        # Take the write lock up front: a deferred transaction that later writes can fail
-        # with "database is locked" without waiting for busy_timeout.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
+    engine = create_engine(f"sqlite:///{path}", connect_args=SQLITE.connect_args(read_only=False))
+    SQLITE.configure(engine)
     return _checked(engine, path, create=create, allow_older=allow_older)
 
 
@@ -171,11 +158,11 @@ def _check_sqlite_file(path: Path, *, create: bool) -> None:
     except sqlite3.OperationalError as error:  # locked beyond the timeout, unreadable, ...
         raise StoreError(f"cannot open database {path}: {error}") from None
     except sqlite3.DatabaseError as error:
-        problem = _damaged(path, str(error))
+        problem = damaged(path, str(error))
     else:
         result = " ".join(str(row[0]) for row in rows).replace("*** in database main ***", "")
         if result.strip() != "ok":
-            problem = _damaged(path, f"SQLite's quick_check: {' '.join(result.split())}")
+            problem = damaged(path, f"SQLite's quick_check: {' '.join(result.split())}")
         elif create and tables and "schema_version" not in tables:
             shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
             problem = (
@@ -188,15 +175,6 @@ def _check_sqlite_file(path: Path, *, create: bool) -> None:
             if not was_there:
                 side.unlink(missing_ok=True)
         raise StoreError(problem)
-
-
-def _damaged(path: Path, reason: str) -> str:
-    if "not a database" in reason:
-        return f"{path} is not a SQLite database ({reason}); --db names a lorabench database file"
-    return (
-        f"{path} is damaged ({reason}); restore it from a backup or plan into a new file; "
-        "lorabench leaves it as it is"
-    )
 
 
 def _sqlite_read_only(path: Path, *, allow_older: bool) -> Engine:
@@ -212,7 +190,7 @@ def _sqlite_read_only(path: Path, *, allow_older: bool) -> Engine:
     return _checked(engine, path, create=False, allow_older=allow_older)
 
 
-SERVER_URL_FORM = "postgresql+psycopg://user:password@host:5432/dbname"
+SERVER_URL_FORM = POSTGRES.url_form
 
 
 def hide_password(url: str) -> str:
@@ -229,25 +207,21 @@ def _open_server(url: str, *, read_only: bool, create: bool, allow_older: bool) 
             f"{hide_password(url)!r} is not a database URL{detail}; give a SQLite path "
             f"or {SERVER_URL_FORM}"
         ) from None
-    if parsed.drivername == "postgresql":  # SQLAlchemy would pick psycopg2; we ship psycopg 3
-        parsed = parsed.set(drivername="postgresql+psycopg")
+    dialect = DIALECTS.get(parsed.get_backend_name())
+    if dialect is None or not dialect.shared_across_machines:
+        shown = parsed.render_as_string(hide_password=True)
+        raise StoreError(f"{shown}: lorabench supports {supported()}")
+    parsed = dialect.server_url(parsed)
     shown = parsed.render_as_string(hide_password=True)
-    if parsed.get_backend_name() != "postgresql":
-        raise StoreError(
-            f"{shown}: lorabench supports SQLite (a file path) and PostgreSQL ({SERVER_URL_FORM})"
-        )
-    connect_args: dict[str, object] = {"connect_timeout": CONNECT_TIMEOUT_S}
-    if read_only:  # report and status: the server itself refuses any write
-        connect_args["options"] = "-c default_transaction_read_only=on"
     try:
-        engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+        engine = create_engine(
+            parsed, pool_pre_ping=True, connect_args=dialect.connect_args(read_only=read_only)
+        )
     except ModuleNotFoundError as error:
-        raise StoreError(
-            f"{shown}: the PostgreSQL driver {error.name!r} is not installed; use "
-            f"{SERVER_URL_FORM} after pip install 'lorabench[postgres]'"
-        ) from None
+        raise StoreError(dialect.missing_driver(shown, error.name)) from None
     except (ArgumentError, NoSuchModuleError, ValueError) as error:
         raise StoreError(f"cannot use database URL {shown}: {error}") from None
+    dialect.configure(engine)
     return _checked(engine, shown, create=create, allow_older=allow_older)
 
 
@@ -260,16 +234,7 @@ def _checked(engine: Engine, where: object, *, create: bool, allow_older: bool =
     except DatabaseError as error:
         engine.dispose()
         reason = database_error_reason(error)
-        if engine.dialect.name == "postgresql" and isinstance(error, OperationalError):
-            raise StoreError(
-                f"cannot reach the database {where}: {reason}. Is the server running and the "
-                "URL's host, port, user and password right?"
-            ) from None
-        if engine.dialect.name == "postgresql":
-            raise StoreError(f"cannot use the database {where}: {reason}") from None
-        if isinstance(error, OperationalError):
-            raise StoreError(f"cannot open database {where}: {reason}") from None
-        raise StoreError(_damaged(Path(str(where)), reason)) from None
+        raise StoreError(dialect_of(engine).describe_error(error, where, reason)) from None
     return engine
 
 

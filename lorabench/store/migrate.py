@@ -11,12 +11,13 @@ which may change later), and checks what is already there, so a database that al
 the column or table is not harmed. All pending steps, and the rows recording them in
 `schema_version`, are one transaction under a lock: on SQLite the engine begins every
 transaction with BEGIN IMMEDIATE (one writer at a time); on PostgreSQL a self-conflicting
-lock on `schema_version` (readers go on). A second `db upgrade` running at the same time
-waits, then finds nothing left to do.
+lock on `schema_version` (readers go on); see `dialects.Dialect.lock_schema`. A second
+`db upgrade` running at the same time waits, then finds nothing left to do.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,12 +31,16 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Table,
+    Text,
     UniqueConstraint,
+    and_,
     func,
     select,
+    update,
 )
 from sqlmodel.sql.sqltypes import AutoString
 
+from lorabench.store.dialects import dialect_of
 from lorabench.store.models import SCHEMA_VERSION, SchemaVersion
 
 
@@ -47,16 +52,10 @@ class Step:
 
 
 def _add_column(table: str, column: str, sql_type: str) -> Callable[[Connection], None]:
-    """A nullable column, so the rows written before stay valid."""
+    """A column nullable or with a default, so the rows written before stay valid."""
 
     def apply(conn: Connection) -> None:
-        if conn.dialect.name == "postgresql":
-            sql = f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql_type}"
-            conn.exec_driver_sql(sql)
-            return
-        present = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
-        if column not in present:
-            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+        dialect_of(conn).add_column(conn, table, column, sql_type)
 
     return apply
 
@@ -86,9 +85,48 @@ def _create_table(table: Table) -> Callable[[Connection], None]:
     return apply
 
 
+# The sweep table's columns that step 4 reads and writes, as schema 4 has them.
+_V4 = MetaData()
+SWEEP_V4 = Table(
+    "sweep",
+    _V4,
+    Column("id", Integer, primary_key=True),
+    Column("spec", Text, nullable=False),
+    Column("pack", Integer, nullable=False),
+)
+
+
+def planned_pack(spec_json: str) -> int:
+    """The pack a sweep stored before schema 4 was planned with, read from its spec JSON as
+    lorabench wrote it up to then: a sweep file's spec has `pack` at the top, and so does a
+    preset's since `pack` was put there; before that a preset's spec held it in each of its
+    `sweeps` (all the same: flags give every part the same). 1 where none is found."""
+    try:
+        spec = json.loads(spec_json or "{}")
+    except ValueError:
+        return 1
+    if not isinstance(spec, dict):
+        return 1
+    pack = spec.get("pack")
+    parts = spec.get("sweeps")
+    if pack is None and isinstance(parts, list) and parts and isinstance(parts[0], dict):
+        pack = parts[0].get("pack")
+    return pack if isinstance(pack, int) and not isinstance(pack, bool) and pack > 1 else 1
+
+
+def _add_sweep_pack(conn: Connection) -> None:
+    _add_column("sweep", "pack", "INTEGER NOT NULL DEFAULT 1")(conn)
+    for sweep_id, spec_json in conn.execute(select(SWEEP_V4.c.id, SWEEP_V4.c.spec)).all():
+        pack = planned_pack(spec_json)
+        if pack != 1:
+            row = and_(SWEEP_V4.c.id == sweep_id, SWEEP_V4.c.pack == 1)  # not set already
+            conn.execute(update(SWEEP_V4).where(row).values(pack=pack))
+
+
 STEPS: tuple[Step, ...] = (
     Step(2, "added worker.process_start", _add_column("worker", "process_start", "TEXT")),
     Step(3, "created table outcome", _create_table(OUTCOME_V3)),
+    Step(4, "added sweep.pack", _add_sweep_pack),
 )
 assert [step.version for step in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 
@@ -116,8 +154,7 @@ def upgrade(engine: Engine) -> UpgradeResult:
     from lorabench.store.engine import StoreError, newer_schema
 
     with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, the write lock, taken first
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("LOCK TABLE schema_version IN EXCLUSIVE MODE")
+        dialect_of(conn).lock_schema(conn)
         before = stored_version(conn)
         if before is None:
             raise StoreError(

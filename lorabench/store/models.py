@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import Column, Integer, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 # 1: the released lorabench. 2: worker.process_start (a worker on the same host can prove
 # another one dead). 3: the outcome table (per-example evaluation results for paired tests).
-# A new version needs a step in migrate.STEPS; `lorabench db upgrade` applies them.
-SCHEMA_VERSION = 3
+# 4: sweep.pack (how many of a sweep's jobs a worker trains together, so the queue need not
+# read the stored spec). A new version needs a step in migrate.STEPS; `lorabench db upgrade`
+# applies them.
+SCHEMA_VERSION = 4
 
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 ATTEMPT_OUTCOMES = ("running", "done", "failed", "requeued", "interrupted", "lost", "cancelled")
@@ -27,6 +29,11 @@ class Sweep(SQLModel, table=True):
     description: str = ""
     spec: str = Field(sa_column=Column(Text, nullable=False))  # JSON of the latest plan
     created_at: float
+    # Jobs of this sweep a worker without --pack trains together (those that differ only in
+    # learning rate): the latest plan's `pack`.
+    pack: int = Field(
+        default=1, sa_column=Column(Integer, nullable=False, server_default=text("1"))
+    )
 
 
 class Job(SQLModel, table=True):

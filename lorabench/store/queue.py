@@ -1,13 +1,17 @@
 """Queue operations on the job table: enqueue, claim, heartbeat, fenced finish/fail, cancel, retry.
 
 Every operation is one short transaction. On SQLite each write transaction starts with
-BEGIN IMMEDIATE (see engine.py), so concurrent workers queue on the lock instead of failing.
+BEGIN IMMEDIATE (see dialects.py), so concurrent workers queue on the lock instead of failing.
 Writes that carry a job's outcome are fenced by its lease token: a worker whose lease was
 taken over changes nothing.
 
 Times come from the database's clock on a server (PostgreSQL), so workers on machines whose
 clocks disagree still agree on when a lease runs out; SQLite lives on one machine, whose clock
-every worker shares.
+every worker shares. What differs between the backends is asked of `dialects.dialect_of`.
+
+The queue knows rows, not configs: a job is its canonical config JSON and two hashes
+(`JobRow`), written by the planner; which jobs may share a pack is `packing.pack_key` of the
+stored config; a sweep's pack size is its `pack` column, set by `enqueue`.
 """
 
 from __future__ import annotations
@@ -17,16 +21,14 @@ import math
 import os
 import secrets
 import socket
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, true, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from lorabench.config import JobConfig
+from lorabench.packing import pack_key
+from lorabench.store.dialects import dialect_of
 from lorabench.store.models import Attempt, Job, Metric, Outcome, Sweep, Worker
 
 PACK_SCAN_LIMIT = 2000  # claimable jobs of a sweep looked through for pack mates
@@ -34,6 +36,17 @@ PACK_SCAN_LIMIT = 2000  # claimable jobs of a sweep looked through for pack mate
 
 class LeaseLost(RuntimeError):
     """Another worker owns the job now; this worker's result must not be written."""
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A job as the queue stores it: its config as canonical JSON (what a worker gets back,
+    parsed, in `ClaimedJob.config`), the hash that identifies it (a job planned twice is
+    stored once) and the hash of its group (the jobs it is compared with)."""
+
+    config_json: str
+    config_hash: str
+    group_hash: str
 
 
 @dataclass(frozen=True)
@@ -75,9 +88,7 @@ def _clock(conn: Connection, now: float | None = None) -> float:
     """Unix time now, by the database's clock on a server; `now` overrides it (tests)."""
     if now is not None:
         return now
-    if conn.dialect.name == "postgresql":
-        return float(conn.execute(select(func.extract("epoch", func.clock_timestamp()))).scalar())
-    return time.time()
+    return dialect_of(conn).clock(conn)
 
 
 def database_time(engine: Engine) -> float:
@@ -86,43 +97,39 @@ def database_time(engine: Engine) -> float:
         return _clock(conn)
 
 
-def _insert_ignoring_duplicates(engine: Engine, table: Any):  # noqa: ANN202
-    dialect = engine.dialect.name
-    if dialect == "sqlite":
-        return sqlite_insert(table).on_conflict_do_nothing()
-    if dialect == "postgresql":
-        return pg_insert(table).on_conflict_do_nothing()
-    raise NotImplementedError(f"database dialect {dialect!r} is not supported")
-
-
 def enqueue(
     engine: Engine,
     sweep: str,
-    jobs: Sequence[JobConfig],
+    jobs: Sequence[JobRow],
     *,
     spec_json: str = "{}",
     description: str = "",
     max_attempts: int = 3,
     priority: int = 0,
+    pack: int = 1,
 ) -> EnqueueResult:
-    """Add the jobs not yet present (by config hash), all in one transaction."""
+    """Add the jobs not yet present (by config hash), all in one transaction. The sweep keeps
+    the latest plan's `spec_json` (for people; the queue never reads it), description and
+    `pack`: how many of its jobs a worker without `--pack` trains together (`claim_pack`)."""
+    if pack < 1:
+        raise ValueError(f"pack must be at least 1, got {pack}")
+    dialect = dialect_of(engine)
+    sweep_values = {"spec": spec_json, "description": description, "pack": pack}
     with engine.begin() as conn:
         now = _clock(conn)
         conn.execute(
-            _insert_ignoring_duplicates(engine, Sweep).values(
-                name=sweep, description=description, spec=spec_json, created_at=now
+            dialect.insert_ignoring_duplicates(Sweep).values(
+                name=sweep, created_at=now, **sweep_values
             )
         )
-        conn.execute(
-            update(Sweep).where(Sweep.name == sweep).values(spec=spec_json, description=description)
-        )
+        conn.execute(update(Sweep).where(Sweep.name == sweep).values(**sweep_values))
         sweep_id = conn.execute(select(Sweep.id).where(Sweep.name == sweep)).scalar_one()
         rows = [
             {
                 "sweep_id": sweep_id,
                 "config_hash": job.config_hash,
                 "group_hash": job.group_hash,
-                "config": job.canonical_json(),
+                "config": job.config_json,
                 "state": "queued",
                 "priority": priority,
                 "max_attempts": max_attempts,
@@ -132,7 +139,7 @@ def enqueue(
             for job in jobs
         ]
         # RETURNING names the rows really inserted: rowcount is unreliable for ON CONFLICT.
-        inserted = _insert_ignoring_duplicates(engine, Job).returning(Job.id)
+        inserted = dialect.insert_ignoring_duplicates(Job).returning(Job.id)
         new = len(conn.execute(inserted, rows).all()) if rows else 0
     return EnqueueResult(sweep=sweep, new=new, existing=len(jobs) - new)
 
@@ -212,10 +219,7 @@ def _claimable(now: float, sweep: str | None):  # noqa: ANN202
 
 def _candidates(conn: Connection, condition, limit: int):  # noqa: ANN001, ANN202
     query = select(Job.id).where(condition).order_by(Job.priority, Job.id).limit(limit)
-    if conn.dialect.name == "postgresql":
-        # Concurrent claimers skip rows another transaction holds instead of queueing.
-        query = query.with_for_update(skip_locked=True)
-    return query
+    return dialect_of(conn).lock_candidates(query)
 
 
 def _take(conn: Connection, which, worker_id: int, lease_seconds: float, now: float):  # noqa: ANN001
@@ -281,11 +285,6 @@ def claim(
         return _take(conn, candidate, worker_id, lease_seconds, now)
 
 
-def pack_key(config: dict[str, Any]) -> str:
-    """Jobs with equal keys may share one model pass: they differ only in learning rate."""
-    return json.dumps({k: v for k, v in config.items() if k != "lr"}, sort_keys=True)
-
-
 def claim_pack(
     engine: Engine,
     worker_id: int,
@@ -298,18 +297,19 @@ def claim_pack(
     most: int | None = None,
 ) -> list[ClaimedJob]:
     """The next claimable job plus, if `packable(its config)`, up to size - 1 claimable jobs of
-    its sweep that differ from it only in learning rate (`pack_key`), each with its own lease
-    and attempt. `size` None: the job's sweep decides (its `pack` field); `most` caps either."""
+    its sweep that differ from it only in learning rate (`packing.pack_key`), each with its own
+    lease and attempt. `size` None: the job's sweep decides (its `pack` column, see `enqueue`);
+    `most` caps either."""
     first = claim(engine, worker_id, lease_seconds=lease_seconds, sweep=sweep, now=now)
     if first is None:
         return []
     with engine.begin() as conn:
-        sweep_id, spec = conn.execute(
-            select(Job.sweep_id, Sweep.spec)
+        sweep_id, sweep_pack = conn.execute(
+            select(Job.sweep_id, Sweep.pack)
             .join(Sweep, Sweep.id == Job.sweep_id)
             .where(Job.id == first.job_id)
         ).one()
-        size = sweep_pack(spec) if size is None else size
+        size = sweep_pack if size is None else size
         size = size if most is None else min(size, most)
         if size <= 1 or not packable(first.config):
             return [first]
@@ -326,11 +326,6 @@ def claim_pack(
             if taken is not None:
                 pack.append(taken)
     return pack
-
-
-def sweep_pack(spec_json: str) -> int:
-    """The `pack` a sweep was planned with: the top-level key of its stored spec (1 if none)."""
-    return int(json.loads(spec_json or "{}").get("pack", 1))
 
 
 def orphaned_jobs(engine: Engine, *, sweep: str | None = None, now: float | None = None) -> int:

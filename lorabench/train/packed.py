@@ -19,6 +19,7 @@ other masks than its solo run, at the same rate.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -32,6 +33,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from lorabench.config import JobConfig
+from lorabench.packing import pack_key
 from lorabench.tasks import Evaluation
 from lorabench.train.checkpoint import check_write, load_checkpoint, save_checkpoint
 from lorabench.train.errors import Interrupted, NonFiniteLoss
@@ -54,8 +56,6 @@ from lorabench.train.loop import (
 )
 from lorabench.variants import adapter_extra_state, get_variant, load_adapter_extra_state
 
-PACKABLE_FIELDS = ("lr",)  # what may differ between the jobs of one pack
-
 PackProgress = Callable[[int, dict[str, Any]], None]
 
 
@@ -63,15 +63,10 @@ class PackError(ValueError):
     """These jobs cannot share one pass; the message says why (run them one at a time)."""
 
 
-def pack_key(cfg: JobConfig) -> str:
-    """Jobs with equal keys can be packed: everything but the learning rate is the same."""
-    return cfg.canonical_json(without=PACKABLE_FIELDS)
-
-
 def check_packable(cfgs: Sequence[JobConfig]) -> None:
     if not cfgs:
         raise PackError("nothing to pack")
-    if len({pack_key(c) for c in cfgs}) != 1:
+    if len({pack_key(json.loads(c.canonical_json())) for c in cfgs}) != 1:
         raise PackError("packed jobs must differ only in learning rate")
     if len({c.config_hash for c in cfgs}) != len(cfgs):
         raise PackError("the same job twice in one pack")

@@ -1,0 +1,97 @@
+"""Layers import downwards only: the job store knows rows, not configs, tasks or trainers.
+
+Read from the source (every `import` and `from ... import` node, those inside functions and
+`if TYPE_CHECKING:` blocks included), so an import that runs only on some path counts too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import lorabench
+
+PACKAGE_ROOT = Path(lorabench.__file__).parent
+# What lorabench/store may not import: everything above it.
+STORE_FORBIDDEN = tuple(
+    f"lorabench.{name}"
+    for name in ("config", "tasks", "variants", "train", "worker", "report", "cli")
+)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(source: str, module: str, *, is_package: bool = False) -> list[str]:
+    """Every module `source` (the text of `module`) imports, absolute, anywhere in it. For
+    `from a import b` both `a` and `a.b` are named (b may be a module)."""
+    package = module if is_package else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.append(target)
+            found += [f"{target}.{alias.name}" for alias in node.names if alias.name != "*"]
+    return found
+
+
+def forbidden(name: str, floors: tuple[str, ...]) -> bool:
+    return any(name == floor or name.startswith(floor + ".") for floor in floors)
+
+
+def violations(folder: Path, floors: tuple[str, ...]) -> list[str]:
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        module = module_name(path)
+        names = imported_modules(
+            path.read_text(encoding="utf-8"), module, is_package=path.name == "__init__.py"
+        )
+        found += [f"{module} imports {name}" for name in names if forbidden(name, floors)]
+    return found
+
+
+def test_the_store_imports_nothing_above_it():
+    modules = list((PACKAGE_ROOT / "store").rglob("*.py"))
+    assert len(modules) >= 5  # the walk sees the store's modules
+    assert violations(PACKAGE_ROOT / "store", STORE_FORBIDDEN) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "module"),
+    [
+        ("from lorabench.config import JobConfig", "lorabench.store.queue"),
+        ("def f():\n    from lorabench.cli.plan import job_rows", "lorabench.store.queue"),
+        ("import lorabench.train.loop as loop", "lorabench.store.queue"),
+        ("from lorabench import worker", "lorabench.store.queue"),
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import lorabench.report",
+            "lorabench.store.queue",
+        ),  # fmt: skip
+        ("from ..tasks import get_task_info", "lorabench.store.queue"),
+        ("class A:\n    def m(self):\n        import lorabench.variants", "lorabench.store"),
+    ],
+)
+def test_the_check_sees_every_kind_of_import(source: str, module: str):
+    names = imported_modules(source, module)
+    assert any(forbidden(name, STORE_FORBIDDEN) for name in names), names
+
+
+def test_relative_imports_resolve_to_their_own_package():
+    names = imported_modules("from . import variants\nfrom .queue import enqueue",
+                             "lorabench.store.dialects")  # fmt: skip
+    assert names == ["lorabench.store", "lorabench.store.variants", "lorabench.store.queue",
+                     "lorabench.store.queue.enqueue"]  # fmt: skip
+    assert not any(forbidden(name, STORE_FORBIDDEN) for name in names)
+    package = imported_modules("from .engine import opened", "lorabench.store", is_package=True)
+    assert package[0] == "lorabench.store.engine"
