@@ -11,6 +11,7 @@ import pytest
 from report_db import ReportDB
 from typer.testing import CliRunner
 
+from lorabench.catalog import task as catalog_task
 from lorabench.cli import app
 from lorabench.report.configs import (
     apply_where,
@@ -24,7 +25,6 @@ from lorabench.report.load import job_frame
 from lorabench.report.registry import build_tables, figure_names, table_names
 from lorabench.report.render import CSV_COLUMNS, long_form, markdown, rich_tables
 from lorabench.report.select import Scoring, score_jobs
-from lorabench.tasks import base as task_base
 
 BBC = {"task": "bbc-news", "variant": "lora"}
 NOOP = {"task": "noop", "variant": "lora", "lr": 1e-3}
@@ -80,9 +80,9 @@ def test_last_rule_takes_the_last_epoch_under_either_select(epochs_db):
 
 
 def test_select_metric_and_its_direction_choose_the_epoch(tmp_path, monkeypatch):
-    info, factory = task_base._REGISTRY["bbc-news"]
-    monkeypatch.setitem(task_base._REGISTRY, "bbc-news",
-                        (dataclasses.replace(info, select_metric="loss"), factory))  # fmt: skip
+    infos = dict(catalog_task.task_infos())
+    infos["bbc-news"] = dataclasses.replace(infos["bbc-news"], select_metric="loss")
+    monkeypatch.setattr(catalog_task, "task_infos", lambda: infos)
     db = ReportDB(tmp_path / "s.db")
     job = db.add({**BBC, "lr": 1e-4}, test={"accuracy": [0.5, 0.6, 0.7]},
                  select_={"loss": [0.5, 0.3, 0.4], "accuracy": [0.1, 0.2, 0.9]})  # fmt: skip

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
+from lorabench.catalog.task import get_task_info
 from lorabench.config import ConfigError, JobConfig, SweepSpec
-from lorabench.tasks import get_task_info
 
 SUB_SWEEP_KEY = "sweep"
 LABEL_KEY = "label"  # names a [[sweep]] table in the dry-run output; not a job field

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from lorabench.cli.common import console, user_errors
-from lorabench.tasks.base import TaskInfo
+
+if TYPE_CHECKING:
+    from lorabench.catalog.task import TaskInfo
 
 
 def _defaults(params_cls: type) -> str:
@@ -45,7 +47,7 @@ def tasks_command(
     name: Annotated[str | None, typer.Argument(help="Show one task in full.")] = None,
 ) -> None:
     """Every task: family, default model, metrics, whether it needs a download."""
-    from lorabench.tasks import get_task_info, task_names
+    from lorabench.catalog.task import get_task_info, task_names
 
     with user_errors():
         if name is not None:

@@ -13,11 +13,11 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 
+from lorabench.catalog.task import get_task_info
 from lorabench.report.cells import Block, Cell
 from lorabench.report.load import Data
 from lorabench.report.select import Scoring
 from lorabench.report.stats import ALPHA, N_RESAMPLES, prepare, tie_p_value
-from lorabench.tasks import get_task_info
 
 TIE_NOTE = (
     f"Bold: the best value in its column; ≈: not significantly worse than it (one-sided paired "

@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from lorabench.catalog.task import get_task_info
 from lorabench.report.cells import display_scores
 from lorabench.report.configs import NothingToReport, format_lr
 from lorabench.report.load import Data
@@ -32,7 +33,6 @@ from lorabench.report.select import Scoring
 from lorabench.report.tables.lr import LrBlock, lr_block
 from lorabench.report.tables.overhead import REFERENCE, overhead_labels
 from lorabench.report.tables.sensitivity import SENSITIVITY_AXES, labels, panels
-from lorabench.tasks import get_task_info
 
 FAMILY_ORDER = ("nlu", "nlg", "ic")
 AXIS_TITLES = {  # Fig. 6's panels: (axis label, log x)

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from lorabench.catalog.task import MetricSpec, get_task_info
 from lorabench.report.load import Data
-from lorabench.tasks import get_task_info
-from lorabench.tasks.base import MetricSpec
 
 RULES = ("best", "last")
 SELECTS = ("val", "test")

@@ -21,22 +21,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from lorabench.tasks.base import (
-    Batch,
-    TaskDefaults,
-    TaskInfo,
-    TaskParams,
-    TaskSettings,
-    register_task,
-    split_name,
-)
+from lorabench.catalog.tasks.digits import DIGITS, EFFICIENTNET_LITE0, DigitsParams
+from lorabench.tasks.base import Batch, TaskSettings, register_task, split_name
 from lorabench.tasks.selection import carve
 from lorabench.tasks.vision import PixelClassifierSteps, fixed_subset
 
-EFFICIENTNET_LITE0 = "efficientnet-lite0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_MAX_VALUE = 16.0  # scikit-learn's digits are 4-bit counts, 0..16
@@ -48,12 +39,6 @@ _VALIDATION_FRACTION = 0.2
 
 class DigitsModelError(ValueError):
     """A `model` the digits task cannot build; the message says what it accepts."""
-
-
-class DigitsParams(TaskParams):
-    # Lite0 downsamples 32x: 48 px leaves a 2x2 final map. LoRA reached 97.2% in 2 epochs at
-    # 48 px (95.6% at 32 px); compute grows with the pixel count, ~22x at the native 224 px.
-    image_size: int = Field(48, ge=32, le=512)
 
 
 def preprocess(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -226,28 +211,5 @@ class Digits(PixelClassifierSteps):
             "labels": torch.tensor([e["label"] for e in examples]),
         }
 
-
-DIGITS = TaskInfo(
-    name="digits",
-    family="ic",
-    primary_metric="accuracy",
-    metrics=("accuracy", "macro_f1"),
-    defaults=TaskDefaults(
-        model=EFFICIENTNET_LITE0,
-        targets=("linear",),
-        max_length=1,  # no text: unused
-        batch_size=32,
-        epochs=2,
-        schedule="cosine",
-        train_size=None,
-        eval_size=None,
-    ),
-    needs_download=False,
-    summary=(
-        "10-class 8x8 digits (scikit-learn) on EfficientNet-Lite0, adapters on its 1x1 "
-        "convolutions (embedded, offline; an image-classification task)"
-    ),
-    params_cls=DigitsParams,
-)
 
 register_task(DIGITS, Digits)

@@ -17,17 +17,10 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from lorabench.tasks.base import (
-    Batch,
-    Evaluation,
-    TaskDefaults,
-    TaskInfo,
-    TaskSettings,
-    register_task,
-    split_name,
-)
+from lorabench.catalog.tasks.embedded import BBC_NEWS
+from lorabench.tasks.base import Batch, Evaluation, TaskSettings, register_task, split_name
 from lorabench.tasks.metrics import classification_metrics
-from lorabench.tasks.models import MINILM, resolve_model
+from lorabench.tasks.models import resolve_model
 from lorabench.tasks.selection import carve
 
 # The split is fixed, whatever the job's seed, so every job is scored on the same documents.
@@ -151,24 +144,5 @@ class BbcNews:
             {"prediction": predictions, "target": labels},
         )
 
-
-BBC_NEWS = TaskInfo(
-    name="bbc-news",
-    family="nlu",
-    primary_metric="accuracy",
-    metrics=("accuracy", "macro_f1"),
-    defaults=TaskDefaults(
-        model=MINILM,
-        targets=("query", "key", "value", "dense"),
-        max_length=128,
-        batch_size=16,
-        epochs=2,
-        schedule="linear",
-        train_size=400,
-        eval_size=300,
-    ),
-    needs_download=False,
-    summary="5-class BBC News topics on all-MiniLM-L6-v2 (embedded, offline; a GLUE-like task)",
-)
 
 register_task(BBC_NEWS, BbcNews)

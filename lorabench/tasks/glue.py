@@ -20,20 +20,27 @@ import functools
 import math
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from lorabench.catalog.tasks.glue import (
+    ENCODER_TARGETS,
+    GLUE,
+    ROBERTA_BASE,
+    SPECS,
+    GlueParams,
+    GlueSpec,
+    task_name,
+)
 from lorabench.tasks.base import (
     Batch,
     Evaluation,
-    TaskDefaults,
     TaskInfo,
-    TaskParams,
     TaskSettings,
+    get_task_info,
     register_task,
     split_name,
 )
@@ -42,12 +49,18 @@ from lorabench.tasks.models import resolve_model
 from lorabench.tasks.selection import carve
 from lorabench.tasks.sources import DataSourceError, load_split
 
-ROBERTA_BASE = "FacebookAI/roberta-base"
-GLUE = "nyu-mll/glue"
-# Every linear layer of every encoder block (attention q/k/v and output, both feed-forward
-# layers). "*.layer.*.dense" rather than "dense": RoBERTa's classification head has a `dense`
-# of its own, and the head trains in full.
-ENCODER_TARGETS = ("query", "key", "value", "*.layer.*.dense")
+__all__ = [
+    "ENCODER_TARGETS",
+    "GLUE",
+    "ROBERTA_BASE",
+    "SPECS",
+    "GlueDataError",
+    "GlueParams",
+    "GlueSpec",
+    "GlueTask",
+    "task_name",
+]
+
 # Subsets (train_size / eval_size) are drawn with a fixed seed, whatever the job's seed, so
 # every job of a sweep sees the same examples.
 _SUBSET_SEED = 0
@@ -56,66 +69,6 @@ _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 class GlueDataError(DataSourceError):
     """GLUE data that loads but cannot be used (missing columns, hidden labels ...)."""
-
-
-@dataclass(frozen=True)
-class GlueSpec:
-    """One GLUE subtask: its hub config, columns, labels and metrics."""
-
-    config: str
-    title: str
-    text_fields: tuple[str, ...]
-    label_names: tuple[str, ...]  # empty: a regression task (STS-B's 0-5 similarity)
-    metrics: tuple[str, ...]  # the first is the paper's score for the task
-    # (split, suffix of its metric names): MNLI scores two validation sets.
-    validation: tuple[tuple[str, str], ...] = (("validation", ""),)
-
-    @property
-    def regression(self) -> bool:
-        return not self.label_names
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names) or 1
-
-    @property
-    def metric_names(self) -> tuple[str, ...]:
-        return tuple(f"{m}{suffix}" for _, suffix in self.validation for m in self.metrics)
-
-
-# Metrics as the paper's text names them: MCC for CoLA, Pearson for STS-B, F1 for QQP,
-# accuracy for the rest (MRPC included).
-SPECS = (
-    GlueSpec("cola", "CoLA acceptability", ("sentence",), ("unacceptable", "acceptable"),
-             ("matthews_correlation", "accuracy")),
-    GlueSpec("sst2", "SST-2 sentiment", ("sentence",), ("negative", "positive"), ("accuracy",)),
-    GlueSpec("mrpc", "MRPC paraphrase", ("sentence1", "sentence2"),
-             ("not_equivalent", "equivalent"), ("accuracy", "f1")),
-    GlueSpec("qqp", "QQP duplicate questions", ("question1", "question2"),
-             ("not_duplicate", "duplicate"), ("f1", "accuracy")),
-    GlueSpec("stsb", "STS-B similarity (regression)", ("sentence1", "sentence2"), (),
-             ("pearson", "spearmanr")),
-    GlueSpec("mnli", "MNLI inference", ("premise", "hypothesis"),
-             ("entailment", "neutral", "contradiction"), ("accuracy",),
-             (("validation_matched", "_matched"), ("validation_mismatched", "_mismatched"))),
-    GlueSpec("qnli", "QNLI question answering", ("question", "sentence"),
-             ("entailment", "not_entailment"), ("accuracy",)),
-    GlueSpec("rte", "RTE entailment", ("sentence1", "sentence2"),
-             ("entailment", "not_entailment"), ("accuracy",)),
-    GlueSpec("wnli", "WNLI coreference", ("sentence1", "sentence2"),
-             ("not_entailment", "entailment"), ("accuracy",)),
-)  # fmt: skip
-
-
-class GlueParams(TaskParams):
-    """Where the data comes from."""
-
-    # A hub name, or a local folder laid out like the hub repository (parquet files and a
-    # README whose `configs:` list them), or a DatasetDict written by `save_to_disk`.
-    data: str = GLUE
-    # The dataset config to read; None: the subtask's GLUE name (cola, mnli ...). A plain
-    # folder of train/validation files has one config, "default".
-    config: str | None = None
 
 
 class GlueTask:
@@ -301,31 +254,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def task_name(spec: GlueSpec) -> str:
-    return f"glue-{spec.config}"
-
-
-def _info(spec: GlueSpec) -> TaskInfo:
-    names = spec.metric_names
-    return TaskInfo(
-        name=task_name(spec),
-        family="nlu",
-        primary_metric=names[0],
-        metrics=names,
-        defaults=TaskDefaults(
-            model=ROBERTA_BASE,
-            targets=ENCODER_TARGETS,
-            max_length=256,
-            batch_size=32,
-            epochs=10,
-            schedule="linear",
-        ),
-        needs_download=True,
-        summary=f"GLUE {spec.title} on RoBERTa-base; scored by {names[0]} on validation",
-        params_cls=GlueParams,
-    )
-
-
 for _spec in SPECS:
-    _task_info = _info(_spec)
+    _task_info = get_task_info(task_name(_spec))
     register_task(_task_info, functools.partial(GlueTask, _spec, _task_info))

@@ -39,18 +39,27 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
-
-from lorabench.tasks.base import TaskDefaults, TaskInfo, TaskSettings, register_task
-from lorabench.tasks.models import SMOLLM2
-from lorabench.tasks.nlg import (
-    LLAMA_TARGETS,
-    PAPER_NLG_DEFAULTS,
-    CausalLMTask,
-    GenerationParams,
-    InstructionDataParams,
-)
+from lorabench.catalog.tasks.gsm8k import GSM8K, GSM8K_MINI, Gsm8kMiniParams, Gsm8kParams
+from lorabench.tasks.base import TaskSettings, register_task
+from lorabench.tasks.nlg import CausalLMTask
 from lorabench.tasks.sources import DataSourceError, load_split
+
+__all__ = [
+    "GSM8K",
+    "GSM8K_MINI",
+    "MINI_EVAL_POOL",
+    "Gsm8k",
+    "Gsm8kMini",
+    "Gsm8kMiniParams",
+    "Gsm8kParams",
+    "accuracy",
+    "embedded_gsm8k_file",
+    "embedded_gsm8k_split",
+    "extract_answer",
+    "gsm8k_records",
+    "normalize_number",
+    "to_strict_format",
+]
 
 # A number: thousands-grouped ("1,234") or plain digits, an optional decimal part, or ".5".
 # A minus sign counts only when no word character or closing bracket precedes it, so the
@@ -163,15 +172,6 @@ class Gsm8kScoring:
 # --- gsm8k: the paper's setup ----------------------------------------------------------------
 
 
-class Gsm8kParams(InstructionDataParams):
-    data: str = "meta-math/MetaMathQA"
-    eval_data: str = "openai/gsm8k"
-    eval_config: str | None = "main"
-    eval_split: str = "test"
-    max_new_tokens: int = Field(512, gt=0)
-    eval_batch_size: int = Field(32, gt=0)
-
-
 class Gsm8k(Gsm8kScoring, CausalLMTask):
     """MetaMathQA -> GSM8K test, by hub name or local copies through the same loader."""
 
@@ -230,11 +230,6 @@ def embedded_gsm8k_split() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return [rows[i] for i in train], [rows[i] for i in held_out]
 
 
-class Gsm8kMiniParams(GenerationParams):
-    max_new_tokens: int = Field(256, gt=0)
-    eval_batch_size: int = Field(16, gt=0)
-
-
 class Gsm8kMini(Gsm8kScoring, CausalLMTask):
     def __init__(self, settings: TaskSettings) -> None:
         super().__init__(settings)
@@ -253,38 +248,8 @@ class Gsm8kMini(Gsm8kScoring, CausalLMTask):
         return gsm8k_records(rows, self, "embedded GSM8K")
 
 
-_METRICS = ("accuracy_strict", "accuracy_flexible")
-
-Gsm8k.info = TaskInfo(
-    name="gsm8k",
-    family="nlg",
-    primary_metric="accuracy_strict",
-    metrics=_METRICS,
-    defaults=PAPER_NLG_DEFAULTS,
-    needs_download=True,
-    summary="MetaMathQA (100k) -> GSM8K test, Llama-3.1-8B: the paper's maths setting",
-    params_cls=Gsm8kParams,
-)
-
-Gsm8kMini.info = TaskInfo(
-    name="gsm8k-mini",
-    family="nlg",
-    primary_metric="accuracy_strict",
-    metrics=_METRICS,
-    defaults=TaskDefaults(
-        model=SMOLLM2,
-        targets=LLAMA_TARGETS,
-        max_length=320,  # whole for ~95% of the rows (median 178 tokens with the template)
-        batch_size=8,
-        epochs=1,
-        schedule="cosine",
-        train_size=128,
-        eval_size=32,
-    ),
-    needs_download=False,
-    summary="SMOKE test: SmolLM2-135M on embedded GSM8K rows (offline; accuracy near zero)",
-    params_cls=Gsm8kMiniParams,
-)
+Gsm8k.info = GSM8K
+Gsm8kMini.info = GSM8K_MINI
 
 register_task(Gsm8k.info, Gsm8k)
 register_task(Gsm8kMini.info, Gsm8kMini)

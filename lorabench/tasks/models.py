@@ -7,8 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+from lorabench.catalog.tasks._models import MINILM, SMOLLM2
+
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

@@ -26,67 +26,40 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from lorabench.tasks.base import (
-    Batch,
-    Evaluation,
-    TaskDefaults,
-    TaskInfo,
-    TaskParams,
-    TaskSettings,
-    split_name,
+from lorabench.catalog.tasks._nlg import (
+    LLAMA_TARGETS,
+    PAPER_NLG_DEFAULTS,
+    GenerationParams,
+    InstructionDataParams,
 )
+from lorabench.tasks.base import Batch, Evaluation, TaskInfo, TaskSettings, split_name
 from lorabench.tasks.generation import ensure_pad_token, generate
 from lorabench.tasks.models import resolve_model
 from lorabench.tasks.selection import GENERATION_SELECT_CAP, SELECT_CAP, carve
 from lorabench.tasks.sources import DataSourceError, load_split
 
-IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt, padding)
+__all__ = [
+    "ALPACA_TEMPLATE",
+    "IGNORE_INDEX",
+    "LLAMA_TARGETS",
+    "PAPER_NLG_DEFAULTS",
+    "CausalLMTask",
+    "GenerationParams",
+    "InstructionDataParams",
+    "held_out_loss",
+    "response_loss",
+    "subsample",
+]
 
-# Every projection of a Llama block, as the LoRA-GA and PiSSA MetaMathQA recipes adapt.
-LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-# The paper's NLG setting: Llama-3.1-8B-Base, 100k training rows, batch 64, length 1024, cosine.
-PAPER_NLG_DEFAULTS = TaskDefaults(
-    model="meta-llama/Llama-3.1-8B",
-    targets=LLAMA_TARGETS,
-    max_length=1024,
-    batch_size=64,
-    epochs=1,
-    schedule="cosine",
-    train_size=100_000,
-    eval_size=None,
-)
+IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt, padding)
 
 # The Alpaca prompt, as MetaMath, PiSSA and LoRA-GA train on MetaMathQA and CodeFeedback.
 ALPACA_TEMPLATE = (
     "Below is an instruction that describes a task. Write a response that appropriately "
     "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
 )
-
-
-class GenerationParams(TaskParams):
-    """Settings every generation task has."""
-
-    max_new_tokens: int = Field(512, gt=0)
-    eval_batch_size: int = Field(16, gt=0)
-    # A JSONL file that each evaluation appends its prompts, completions and scores to.
-    dump_generations: str | None = None
-
-
-class InstructionDataParams(GenerationParams):
-    """A training source with one instruction and one response field per row.
-
-    `data` is a hub name or a local JSON/JSONL/Parquet/CSV file, hub-layout folder or
-    `save_to_disk` folder (see `lorabench.tasks.sources.load_split`).
-    """
-
-    data: str
-    data_config: str | None = None
-    data_split: str = "train"
-    query_field: str = "query"
-    response_field: str = "response"
 
 
 class CausalLMTask:

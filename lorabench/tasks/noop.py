@@ -22,32 +22,16 @@ import os
 import signal
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from lorabench.tasks.base import (
-    Batch,
-    Evaluation,
-    TaskDefaults,
-    TaskInfo,
-    TaskParams,
-    TaskSettings,
-    register_task,
-    split_name,
-)
+from lorabench.catalog.tasks.noop import NOOP, NOOP_MODEL, NoopParams
+from lorabench.tasks.base import Batch, Evaluation, TaskSettings, register_task, split_name
 
-NOOP_MODEL = "noop-linear-4x4"
 _WIDTH = 4
 _SELECT_SEED = 2**40  # above every job's data seed (seed * 2 + 1 < 2**33): never a job's data
-
-
-class NoopParams(TaskParams):
-    sleep_s: float = Field(0.0, ge=0.0, le=3600.0)
-    fault: Literal["none", "nan", "oom", "disk-full", "error", "crash"] = "none"
-    fault_step: int = Field(1, ge=1)
 
 
 class NoopModel(nn.Module):
@@ -131,24 +115,4 @@ class Noop:
                           {"prediction": predictions, "target": targets})  # fmt: skip
 
 
-NOOP = TaskInfo(
-    name="noop",
-    family="test",
-    primary_metric="score",
-    metrics=("score",),
-    defaults=TaskDefaults(
-        model=NOOP_MODEL,
-        targets=("proj",),
-        max_length=1,
-        batch_size=8,
-        epochs=1,
-        schedule="linear",
-        train_size=8,
-        eval_size=4,
-    ),
-    needs_download=False,
-    summary="a 4x4 linear model on random points: the worker path in milliseconds (tests, "
-    "scale checks; task_params inject faults)",
-    params_cls=NoopParams,
-)
 register_task(NOOP, Noop)

@@ -10,6 +10,7 @@ from collections import Counter
 
 import pandas as pd
 
+from lorabench.catalog.task import task_names
 from lorabench.report.blocks import require_jobs, score_block, score_notes
 from lorabench.report.cells import Cell, ReportTable, display_scores
 from lorabench.report.compare import mark_best, tie_notes
@@ -17,7 +18,6 @@ from lorabench.report.configs import format_lr, row_labels
 from lorabench.report.load import Data
 from lorabench.report.registry import register_table
 from lorabench.report.select import Scoring
-from lorabench.tasks import task_names
 
 GLUE_TASKS = (
     "glue-sst2", "glue-cola", "glue-mnli", "glue-mrpc", "glue-qnli",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from lorabench.catalog.task import get_task_info, task_names
 from lorabench.report.blocks import require_jobs, score_block, score_notes
 from lorabench.report.cells import ReportTable, display_scores
 from lorabench.report.compare import mark_best, tie_notes
@@ -12,7 +13,6 @@ from lorabench.report.configs import format_lr, row_labels
 from lorabench.report.load import Data
 from lorabench.report.registry import register_table
 from lorabench.report.select import Scoring
-from lorabench.tasks import get_task_info, task_names
 
 AXES = ("task", "lr")
 

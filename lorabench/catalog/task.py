@@ -1,0 +1,185 @@
+"""What a task declares, importable without torch: splits, defaults, params, metrics, TaskInfo.
+
+Every module of `lorabench.catalog.tasks` whose name does not start with "_" declares its tasks
+as `TASKS: tuple[TaskInfo, ...]`; `task_names`, `get_task_info` and `build_task_params` read
+them. Nothing here loads a model or data: each TaskInfo names the module that implements it
+(`implementation`), which `lorabench.tasks.build_task` imports when a job runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from lorabench.errors import InvalidTaskParams, UnknownTaskError
+
+# Every task's splits: `train`; `select`, held out from training and read only to choose epochs
+# and learning rates; `test`, the split the task reports (stored as metric split "eval").
+SPLITS = ("train", "select", "test")
+
+
+def split_name(split: str) -> str:
+    """`split` as one of SPLITS: "validation", the name before `select` existed, is "test"."""
+    name = "test" if split == "validation" else split
+    if name not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return name
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    """Settings a job inherits from its task unless the sweep overrides them."""
+
+    model: str
+    targets: tuple[str, ...]
+    max_length: int
+    batch_size: int
+    epochs: int
+    schedule: str
+    train_size: int | None = None
+    eval_size: int | None = None
+    weight_decay: float = 0.0
+
+
+class TaskParams(BaseModel):
+    """A task's own settings (data source, generation length ...), given as `task_params`.
+
+    Subclasses list their fields with defaults; unknown keys and wrong types are refused
+    when the sweep is planned, not when a worker starts the job.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How a metric is ranked and shown: the report reads this instead of guessing."""
+
+    name: str
+    higher_is_better: bool = True
+    percent: bool = True  # shown x100 (a fraction, or a correlation the paper shows x100)
+    paper_name: str | None = None  # its column name in the paper's tables
+
+
+# Every metric a built-in task reports. MNLI's "accuracy_matched"/"_mismatched" and HumanEval's
+# pass@k share the spec of their base name.
+METRIC_SPECS = {
+    spec.name: spec
+    for spec in (
+        MetricSpec("accuracy", paper_name="Acc"),
+        MetricSpec("macro_f1", paper_name="Macro-F1"),
+        MetricSpec("f1", paper_name="F1"),
+        MetricSpec("matthews_correlation", paper_name="MCC"),
+        MetricSpec("pearson", paper_name="Pearson"),
+        MetricSpec("spearmanr", paper_name="Spearman"),
+        MetricSpec("accuracy_strict", paper_name="GSM8K"),
+        MetricSpec("accuracy_flexible"),
+        MetricSpec("pass@1", paper_name="HumanEval"),
+        MetricSpec("score", percent=False),  # noop: minus the mean squared error
+        MetricSpec("loss", higher_is_better=False, percent=False),
+    )
+}
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What `lorabench tasks` shows and what `plan` validates against."""
+
+    name: str
+    family: str  # "nlu" | "nlg" | "ic"
+    primary_metric: str
+    metrics: tuple[str, ...]
+    defaults: TaskDefaults
+    needs_download: bool
+    summary: str
+    # The module that implements the task (registers its factory), e.g. "lorabench.tasks.glue";
+    # imported only to build the task.
+    implementation: str
+    params_cls: type[TaskParams] = TaskParams
+    # The metric read on the `select` split to choose epochs and learning rates; None: the
+    # primary metric (a task whose select split cannot be scored that way, e.g. generated code
+    # without tests, names another, such as a held-out "loss").
+    select_metric: str | None = None
+    # Overrides of METRIC_SPECS for this task's metrics (a task with its own metric adds it).
+    metric_specs: tuple[MetricSpec, ...] = ()
+
+    def metric_spec(self, metric: str) -> MetricSpec:
+        """The declaration of one of this task's metrics; unknown names are an error."""
+        own = {spec.name: spec for spec in self.metric_specs}
+        if metric in own:
+            return own[metric]
+        stems = (metric, metric.removesuffix("_matched").removesuffix("_mismatched"),
+                 "pass@1" if metric.startswith("pass@") else metric)  # fmt: skip
+        base = next((m for m in stems if m in METRIC_SPECS), None)
+        if base is None:
+            raise ValueError(f"task {self.name!r} declares no metric {metric!r}")
+        return dataclasses.replace(METRIC_SPECS[base], name=metric)
+
+
+DECLARATIONS = "lorabench.catalog.tasks"
+
+
+@functools.cache
+def task_infos() -> Mapping[str, TaskInfo]:
+    """Every declared task by name (sorted): the `TASKS` of each declaration module."""
+    package = importlib.import_module(DECLARATIONS)
+    found: dict[str, TaskInfo] = {}
+    where: dict[str, str] = {}
+    for module_info in pkgutil.iter_modules(package.__path__):
+        if module_info.name.startswith("_"):  # helpers shared by declarations
+            continue
+        module_name = f"{DECLARATIONS}.{module_info.name}"
+        infos = getattr(importlib.import_module(module_name), "TASKS", None)
+        if not isinstance(infos, tuple) or not all(isinstance(i, TaskInfo) for i in infos):
+            raise TypeError(f"{module_name} must define TASKS, a tuple of TaskInfo")
+        expected = f"lorabench.tasks.{module_info.name}"
+        for info in infos:
+            if info.implementation != expected:
+                raise ValueError(
+                    f"{module_name}: task {info.name!r} has implementation "
+                    f"{info.implementation!r}, expected {expected!r}"
+                )
+            if info.name in found:
+                raise ValueError(
+                    f"task {info.name!r} is declared twice: in {where[info.name]} and {module_name}"
+                )
+            found[info.name] = info
+            where[info.name] = module_name
+    return MappingProxyType(dict(sorted(found.items())))
+
+
+def task_names() -> list[str]:
+    return list(task_infos())
+
+
+def get_task_info(name: str) -> TaskInfo:
+    try:
+        return task_infos()[name]
+    except KeyError:
+        raise UnknownTaskError(
+            f"unknown task {name!r}; known tasks: {', '.join(task_names())}"
+        ) from None
+
+
+def build_task_params(name: str, values: dict[str, Any] | None = None) -> TaskParams:
+    """The task's validated params; missing fields take the task's defaults."""
+    cls = get_task_info(name).params_cls
+    allowed = ", ".join(cls.model_fields) or "(none)"
+    try:
+        return cls(**(values or {}))
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            message = f"unknown parameter {key!r}; allowed: {allowed}"
+        else:
+            message = f"parameter {key}={first.get('input')!r}: {first['msg']}"
+        raise InvalidTaskParams(f"task {name!r}: {message}") from None
