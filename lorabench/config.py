@@ -17,11 +17,11 @@ from typing import Any, Literal
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lorabench.catalog.task import build_task_params, get_task_info, task_names
+from lorabench.catalog.tasks.digits import EFFICIENTNET_LITE0
+from lorabench.catalog.tasks.noop import NOOP_MODEL
+from lorabench.catalog.variant import build_params, variant_names
 from lorabench.errors import ConfigError
-from lorabench.tasks import build_task_params, get_task_info, task_names
-from lorabench.tasks.digits import EFFICIENTNET_LITE0
-from lorabench.tasks.noop import NOOP_MODEL
-from lorabench.variants import build_params, variant_names
 
 # Every integer of a config (counts, sizes, priority, and the numbers inside variant_params
 # and task_params) lies in PostgreSQL's INTEGER range, the narrower of the two backends'
