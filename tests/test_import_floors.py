@@ -95,3 +95,75 @@ def test_relative_imports_resolve_to_their_own_package():
     assert not any(forbidden(name, STORE_FORBIDDEN) for name in names)
     package = imported_modules("from .engine import opened", "lorabench.store", is_package=True)
     assert package[0] == "lorabench.store.engine"
+
+
+def floors(*names: str) -> tuple[str, ...]:
+    return tuple(f"lorabench.{name}" for name in names)
+
+
+@pytest.mark.parametrize(
+    ("package", "above"),
+    [
+        ("tasks", floors("train", "worker", "store", "cli", "report", "config")),
+        ("variants", floors("train", "worker", "store", "cli", "report", "config", "tasks")),
+        # Declarations: only each other and the shared errors.
+        ("catalog", floors("tasks", "variants", "train", "worker", "store", "cli", "report",
+                           "config", "sandbox", "monitor", "slurm")),
+        ("sandbox", floors("tasks", "variants", "train", "worker", "store", "cli", "report",
+                           "config", "catalog")),
+        ("report", floors("tasks", "variants", "train", "worker", "cli")),
+        ("train", floors("worker", "store", "cli", "report")),
+    ],
+)  # fmt: skip
+def test_each_floor_imports_only_downwards(package: str, above: tuple[str, ...]):
+    assert list((PACKAGE_ROOT / package).rglob("*.py"))
+    assert violations(PACKAGE_ROOT / package, above) == []
+
+
+def test_errors_and_packing_import_nothing_of_lorabench():
+    for name in ("errors.py", "packing.py"):
+        path = PACKAGE_ROOT / name
+        names = imported_modules(path.read_text(encoding="utf-8"), f"lorabench.{path.stem}")
+        assert [n for n in names if n.startswith("lorabench")] == []
+
+
+IMPLEMENTATION = floors("tasks", "variants", "train", "worker")
+# The commands that train or export: only inside them may cli import an implementation.
+TRAINING_COMMANDS = {"work_command", "run_worker", "export_command", "quickstart_command"}
+
+
+def cli_implementation_imports(source: str, module: str) -> list[str]:
+    """Implementation imports of a cli module outside the functions that train or export."""
+    found = []
+
+    def visit(node: ast.AST, inside: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            name = inside
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) and inside is None:
+                name = child.name
+            if isinstance(child, ast.Import | ast.ImportFrom) and name not in TRAINING_COMMANDS:
+                names = imported_modules(ast.unparse(child), module)
+                found.extend(f"{name or 'module level'}: {n}" for n in names
+                             if forbidden(n, IMPLEMENTATION))  # fmt: skip
+            visit(child, name)
+
+    visit(ast.parse(source), None)
+    return found
+
+
+def test_cli_imports_implementations_only_inside_commands_that_train_or_export():
+    found = []
+    for path in sorted((PACKAGE_ROOT / "cli").glob("*.py")):
+        module = module_name(path)
+        found += [f"{module} {hit}" for hit in
+                  cli_implementation_imports(path.read_text(encoding="utf-8"), module)]  # fmt: skip
+    assert found == []
+
+
+def test_the_cli_check_sees_a_module_level_and_a_command_import():
+    source = "import lorabench.train\ndef status_command():\n    from lorabench.worker import W\n"
+    hits = cli_implementation_imports(source, "lorabench.cli.x")
+    assert hits == ["module level: lorabench.train", "status_command: lorabench.worker",
+                    "status_command: lorabench.worker.W"]  # fmt: skip
+    allowed = "def work_command():\n    from lorabench.worker import W\n"
+    assert cli_implementation_imports(allowed, "lorabench.cli.work") == []
