@@ -238,6 +238,7 @@ def test_an_orphaned_trainer_exits_before_writing_even_if_the_kernel_spares_it(t
     """The belt to PR_SET_PDEATHSIG's braces: here the trainer's parent (this test) lives on,
     but the worker's end of its pipe closes as when the worker dies."""
     from lorabench.worker.child import WORKER_GONE_EXIT, run_child
+    from lorabench.worker.messages import Progress
 
     config = noop_job(100, 0.5)
     context = multiprocessing.get_context("spawn")
@@ -264,9 +265,9 @@ def test_an_orphaned_trainer_exits_before_writing_even_if_the_kernel_spares_it(t
         assert folder_state(folder) == at_close
         finals = []
         while not events.empty():
-            kind, _payload = events.get(timeout=1)
-            if kind != "progress":
-                finals.append(kind)
+            message = events.get(timeout=1)
+            if not isinstance(message, Progress):
+                finals.append(message)
         assert finals == []  # no result either
     finally:
         if child.is_alive():

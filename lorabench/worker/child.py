@@ -17,7 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lorabench.errors import ConfigError, DataSourceError, DeterministicFailure, Interrupted
 from lorabench.worker import lifeline
+from lorabench.worker.messages import Done, Failed, Final, PackResults, Progress, Stopped
 
 # Failures that may pass if the job runs again (another GPU, more free memory, disk freed).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (MemoryError, OSError, ConnectionError)
@@ -58,39 +60,34 @@ def _setup_child(worker_pipe: Any) -> tuple[Callable[[], bool], Callable[[], Non
     return should_stop, ensure_worker_alive
 
 
-def _failure(error: BaseException) -> tuple[str, dict[str, Any]]:
-    """The final event for a job that raised `error`: deterministic or transient."""
-    from lorabench.config import ConfigError
-    from lorabench.tasks.sources import DataSourceError
-    from lorabench.train import DeterministicFailure
-
+def _failure(error: BaseException) -> Failed:
+    """The final message for a job that raised `error`: deterministic or transient."""
     if isinstance(error, (DeterministicFailure, ConfigError, DataSourceError)):
-        return "error", {"transient": False, "message": str(error)}
+        return Failed(transient=False, message=str(error))
     summary = "".join(traceback.format_exception(error, limit=-3)).strip()
-    return "error", {"transient": _is_transient(error), "message": summary[-4000:]}
+    return Failed(transient=_is_transient(error), message=summary[-4000:])
 
 
-def _done(result: Any) -> tuple[str, dict[str, Any]]:
+def _done(result: Any) -> Done:
     from lorabench.store.outcomes import encode_outcomes
 
-    # Encoded (compressed) here, so the event that crosses to the worker stays small.
+    # Encoded (compressed) here, so the message that crosses to the worker stays small.
     outcomes = [(split, epoch, encode_outcomes(arrays)) for split, epoch, arrays in result.outcomes]
-    return "done", {"metrics": result.metrics, "outcomes": outcomes,
-                    "resumed_from_step": result.resumed_from_step}  # fmt: skip
+    return Done(metrics=result.metrics, outcomes=outcomes,
+                resumed_from_step=result.resumed_from_step)  # fmt: skip
 
 
 def _report(
     events: Any,
-    work: Callable[[], tuple[str, dict[str, Any]]],
+    work: Callable[[], Final],
     ensure_worker_alive: Callable[[], None],
 ) -> None:
-    """Run `work` and send its final event, or the interruption or failure that ended it."""
-    from lorabench.train import Interrupted
-
+    """Run `work` and send its final message, or the interruption or failure that ended it."""
+    final: Final
     try:
         final = work()
     except Interrupted as interrupted:
-        final = ("interrupted", {"step": interrupted.step})
+        final = Stopped(step=interrupted.step)
     except BaseException as error:  # noqa: BLE001  (every failure must reach the supervisor)
         final = _failure(error)
     ensure_worker_alive()
@@ -109,19 +106,19 @@ def run_child(
     worker_pipe: Any,
     events: Any,
 ) -> None:
-    """Entry point of the training process: sends progress, then exactly one final event.
+    """Entry point of the training process: sends `Progress`, then exactly one final message.
     `options` are `train_job`'s keyword arguments for how to run (checkpoint_every, grad_ckpt,
     compile). `worker_pipe`: see the module's docstring."""
     should_stop, ensure_worker_alive = _setup_child(worker_pipe)
     from lorabench.config import JobConfig
     from lorabench.train import train_job
 
-    def work() -> tuple[str, dict[str, Any]]:
+    def work() -> Final:
         result = train_job(
             JobConfig(**config),
             Path(out_dir),
             device=device,
-            on_progress=lambda event: events.put(("progress", event)),
+            on_progress=lambda event: events.put(Progress(event)),
             should_stop=should_stop,
             **options,
         )
@@ -138,24 +135,24 @@ def run_pack_child(
     worker_pipe: Any,
     events: Any,
 ) -> None:
-    """Entry point for a pack (`work --pack`): progress tagged with the job's slot, then one
-    final event: ("results", one (kind, payload) per job), or one outcome for the whole pack.
+    """Entry point for a pack (`work --pack`): `Progress` tagged with the job's slot, then one
+    final message: `PackResults` (one `Done` or `Failed` per job), or one for the whole pack.
     `options` as for `run_child`; the worker refuses grad_ckpt with --pack."""
     should_stop, ensure_worker_alive = _setup_child(worker_pipe)
     from lorabench.config import JobConfig
     from lorabench.train.packed import train_packed
 
-    def work() -> tuple[str, dict[str, Any]]:
+    def work() -> Final:
         results = train_packed(
             [JobConfig(**config) for config in configs],
             [Path(out_dir) for out_dir in out_dirs],
             device=device,
-            on_progress=lambda slot, event: events.put(("progress", {**event, "slot": slot})),
+            on_progress=lambda slot, event: events.put(Progress(event, slot=slot)),
             should_stop=should_stop,
             checkpoint_every=options["checkpoint_every"],
             compile=options["compile"],
         )
-        outcomes = [_failure(r) if isinstance(r, BaseException) else _done(r) for r in results]
-        return "results", {"outcomes": outcomes}
+        return PackResults([_failure(r) if isinstance(r, BaseException) else _done(r)
+                            for r in results])  # fmt: skip
 
     _report(events, work, ensure_worker_alive)

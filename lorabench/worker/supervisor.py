@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, assert_never
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
@@ -36,6 +36,19 @@ from lorabench.store import (
 from lorabench.worker import lifeline
 from lorabench.worker.child import run_child, run_pack_child
 from lorabench.worker.heartbeat import Heartbeater
+from lorabench.worker.messages import (
+    Cancelled,
+    Crashed,
+    Done,
+    Failed,
+    Final,
+    JobOutcome,
+    Lost,
+    PackResults,
+    Progress,
+    RunOutcome,
+    Stopped,
+)
 from lorabench.worker.view import WorkerView, describe
 
 T = TypeVar("T")
@@ -269,7 +282,7 @@ class Worker:
         finally:
             worker_pipe.close()  # the child has its own copy
         try:
-            kind, payload = self._supervise(child, events, beats)
+            ended = self._supervise(child, events, beats)
         finally:
             for beat in beats:
                 beat.halt()
@@ -277,33 +290,34 @@ class Worker:
                 child.kill()
             child.join()
             alive.close()
-        for claimed, (job_kind, job_payload) in zip(
-            claims, _per_job(kind, payload, beats), strict=True
-        ):
-            self._record(claimed, describe(claimed.job_id, claimed.config), job_kind, job_payload)
+        for claimed, outcome in zip(claims, _per_job(ended, beats), strict=True):
+            self._record(claimed, describe(claimed.job_id, claimed.config), outcome)
 
-    def _supervise(
-        self, child: Any, events: Any, beats: list[Heartbeater]
-    ) -> tuple[str, dict[str, Any]]:
+    def _supervise(self, child: Any, events: Any, beats: list[Heartbeater]) -> RunOutcome:
         """Relay progress until the child reports an outcome, dies, or must be stopped."""
         stopping_since: float | None = None
         reason = "interrupted"
         while True:
             try:
-                kind, payload = events.get(timeout=0.2)
+                message = events.get(timeout=0.2)
             except queue.Empty:
-                kind, payload = None, {}
-            if kind == "progress":
-                slot = payload.pop("slot", 0)
-                beats[slot].progress = payload
-                if slot == 0:
-                    self.view.update(payload)
-            elif kind is not None:
-                return ("cancelled" if kind == "interrupted" and reason == "cancelled" else kind,
-                        payload)  # fmt: skip
+                message = None
+            match message:
+                case None:
+                    pass
+                case Progress(event=event, slot=slot):
+                    beats[slot].progress = event
+                    if slot == 0:
+                        self.view.update(event)
+                case Stopped(step=step) if reason == "cancelled":
+                    return Cancelled(step=step)
+                case Done() | Failed() | Stopped() | PackResults():
+                    return message
+                case _:
+                    raise TypeError(f"unknown message from the training process: {message!r}")
             if any(beat.lost.is_set() for beat in beats):
                 child.kill()
-                return "lost", {}
+                return Lost()
             cancelled = any(beat.cancel.is_set() for beat in beats)
             if stopping_since is None and (self.stop_requested.is_set() or cancelled):
                 reason = "cancelled" if cancelled else "interrupted"
@@ -313,70 +327,84 @@ class Worker:
             overdue = stopping_since is not None and time.monotonic() - stopping_since > grace
             if overdue or self.stop_now.is_set():
                 child.kill()
-                return reason, {}
+                return _stopped(reason)
             if not child.is_alive():
-                final = _final_event(events)
+                final = _final_message(events)
                 if final is not None:
                     return final
                 if stopping_since is not None:
-                    return reason, {}
-                return "crashed", {"exitcode": child.exitcode}
+                    return _stopped(reason)
+                return Crashed(exitcode=child.exitcode)
 
-    def _record(self, claimed: ClaimedJob, label: str, kind: str, payload: dict[str, Any]) -> None:
-        resumed = payload.get("resumed_from_step")
+    def _record(self, claimed: ClaimedJob, label: str, outcome: JobOutcome) -> None:
         try:
-            if kind == "done":
-                rows = [MetricRow(split=s, name=n, step=st, epoch=e, value=v)
-                        for s, n, st, e, v in payload["metrics"]]  # fmt: skip
-                outcomes = [OutcomeRow(split=s, epoch=e, data=data)
-                            for s, e, data in payload.get("outcomes", [])]  # fmt: skip
-                self.through_outages(finish, claimed, rows, outcomes=outcomes,
-                                     resumed_from_step=resumed)  # fmt: skip
-                best = {r.name: r.value for r in rows if r.split == "summary"}
-                score = next((f"{k.removeprefix('best_')} {v:.4f}" for k, v in best.items()
-                              if k.startswith("best_") and k != "best_epoch"), "")  # fmt: skip
-                resumed_note = f", resumed from step {resumed}" if resumed else ""
-                self.view.job_ended(f"[green]done[/] {label}: {score}{resumed_note}")
-            elif kind == "error":
-                state = self.through_outages(fail, claimed, payload["message"],
-                                             transient=payload["transient"])  # fmt: skip
-                self.view.job_ended(f"[red]{state}[/] {label}: {payload['message']}")
-            elif kind == "crashed":
-                message = _exit_description(payload["exitcode"])
-                state = self.through_outages(fail, claimed, message, transient=True)
-                self.view.job_ended(f"[red]{state}[/] {label}: {message}")
-            elif kind in ("interrupted", "cancelled"):
-                self.through_outages(release, claimed, outcome=kind, reason=kind)
-                self.view.job_ended(f"[yellow]{kind}[/] {label} (checkpoint kept)")
-            elif kind == "lost":
-                self.view.job_ended(f"[red]lease lost[/] {label}: another worker owns it now")
+            match outcome:
+                case Done(metrics=metrics, outcomes=encoded, resumed_from_step=resumed):
+                    rows = [MetricRow(split=s, name=n, step=st, epoch=e, value=v)
+                            for s, n, st, e, v in metrics]  # fmt: skip
+                    outcomes = [OutcomeRow(split=s, epoch=e, data=data)
+                                for s, e, data in encoded]  # fmt: skip
+                    self.through_outages(finish, claimed, rows, outcomes=outcomes,
+                                         resumed_from_step=resumed)  # fmt: skip
+                    best = {r.name: r.value for r in rows if r.split == "summary"}
+                    score = next((f"{k.removeprefix('best_')} {v:.4f}" for k, v in best.items()
+                                  if k.startswith("best_") and k != "best_epoch"), "")  # fmt: skip
+                    resumed_note = f", resumed from step {resumed}" if resumed else ""
+                    self.view.job_ended(f"[green]done[/] {label}: {score}{resumed_note}")
+                case Failed(transient=transient, message=message):
+                    state = self.through_outages(fail, claimed, message, transient=transient)
+                    self.view.job_ended(f"[red]{state}[/] {label}: {message}")
+                case Crashed(exitcode=exitcode):
+                    message = _exit_description(exitcode)
+                    state = self.through_outages(fail, claimed, message, transient=True)
+                    self.view.job_ended(f"[red]{state}[/] {label}: {message}")
+                case Stopped() | Cancelled():
+                    kind = "cancelled" if isinstance(outcome, Cancelled) else "interrupted"
+                    self.through_outages(release, claimed, outcome=kind, reason=kind)
+                    self.view.job_ended(f"[yellow]{kind}[/] {label} (checkpoint kept)")
+                case Lost():
+                    self.view.job_ended(f"[red]lease lost[/] {label}: another worker owns it now")
+                case _:
+                    assert_never(outcome)
         except LeaseLost:
             self.view.job_ended(f"[red]lease lost[/] {label}: result not written")
 
 
-def _per_job(
-    kind: str, payload: dict[str, Any], beats: list[Heartbeater]
-) -> list[tuple[str, dict[str, Any]]]:
+def _stopped(reason: str) -> Stopped | Cancelled:
+    """The outcome of a job the supervisor stopped without hearing back from the child."""
+    return Cancelled() if reason == "cancelled" else Stopped()
+
+
+def _per_job(ended: RunOutcome, beats: list[Heartbeater]) -> list[JobOutcome]:
     """One outcome per job of a run: a pack reports each job's own; a lost lease or a cancel
     concerns its own job, and the pack's other jobs go back to the queue with their checkpoints."""
-    if kind == "results":
-        return [tuple(outcome) for outcome in payload["outcomes"]]
-    if kind == "lost":
-        return [("lost", {}) if b.lost.is_set() else ("interrupted", {}) for b in beats]
-    if kind == "cancelled":
-        return [("cancelled", {}) if b.cancel.is_set() else ("interrupted", {}) for b in beats]
-    return [(kind, payload)] * len(beats)
+    match ended:
+        case PackResults(results=results):
+            return list(results)
+        case Lost():
+            return [Lost() if b.lost.is_set() else Stopped() for b in beats]
+        case Cancelled():
+            return [ended if b.cancel.is_set() else Stopped() for b in beats]
+        case Done() | Failed() | Stopped() | Crashed():
+            return [ended] * len(beats)
+        case _:
+            assert_never(ended)
 
 
-def _final_event(events: Any) -> tuple[str, dict[str, Any]] | None:
-    """The outcome a dead child may still have in flight, skipping progress events."""
+def _final_message(events: Any) -> Final | None:
+    """The final message a dead child may still have in flight, skipping progress."""
     while True:
         try:
-            kind, payload = events.get(timeout=1.0)
+            message = events.get(timeout=1.0)
         except queue.Empty:
             return None
-        if kind != "progress":
-            return kind, payload
+        match message:
+            case Progress():
+                continue
+            case Done() | Failed() | Stopped() | PackResults():
+                return message
+            case _:
+                raise TypeError(f"unknown message from the training process: {message!r}")
 
 
 def _exit_description(exitcode: int | None) -> str:
