@@ -19,12 +19,11 @@ other masks than its solo run, at the same rate.
 
 from __future__ import annotations
 
+import functools
 import json
-import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,26 +34,22 @@ from torch.func import functional_call, vmap
 from lorabench.config import JobConfig
 from lorabench.packing import pack_key
 from lorabench.tasks import Evaluation
-from lorabench.train.checkpoint import check_write, load_checkpoint, save_checkpoint
-from lorabench.train.errors import Interrupted, NonFiniteLoss
+from lorabench.train.checkpoint import check_write
+from lorabench.train.errors import Interrupted
 from lorabench.train.fanout import NotFannable, evaluate_fanned
 from lorabench.train.loop import (
     PREPARED_NAME,
-    Schedule,
+    JobSetup,
     TrainResult,
-    _check_groups,
-    _epoch_order,
-    _evaluate,
-    _History,
-    _peak_memory_mb,
-    _scheduler,
-    _to,
-    autocast_for,
-    checkpoint_state,
+    evaluate,
     final_result,
+    peak_memory_mb,
+    reset_peak_memory,
     setup_job,
 )
-from lorabench.variants import adapter_extra_state, get_variant, load_adapter_extra_state
+from lorabench.train.state import JobRun
+from lorabench.train.step import Epoch, Forward, accumulate, advance
+from lorabench.variants import adapter_extra_state, get_variant
 
 PackProgress = Callable[[int, dict[str, Any]], None]
 
@@ -85,23 +80,6 @@ def pack_refusal(variant: str) -> str | None:
     return None
 
 
-@dataclass
-class _Slot:
-    """One job of the pack and everything it owns."""
-
-    index: int
-    cfg: JobConfig
-    out_dir: Path
-    params: dict[str, torch.Tensor]
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    history: _History = field(default_factory=_History)
-    step: int = 0
-    resumed_from: int | None = None
-    error: BaseException | None = None
-    step_seconds: list[float] = field(default_factory=list)
-
-
 class _Bound(nn.Module):
     """The model with one job's trainable tensors swapped in, as `task.loss` expects it."""
 
@@ -128,103 +106,109 @@ def train_packed(
     check_packable(cfgs)
     report = on_progress or (lambda _k, _event: None)
     stop = should_stop or (lambda: False)
-    dev, first = torch.device(device), cfgs[0]
-    setup = setup_job(first, Path(out_dirs[0]), dev)  # one model, one data-driven init
-    task, model, spec, hyper, plan = setup.task, setup.model, setup.spec, setup.hyper, setup.plan
-    train_data = setup.train_data
+    setup = setup_job(cfgs[0], Path(out_dirs[0]), torch.device(device))  # one model, one init
     if setup.prepare_seconds is not None:
         _share_prepared(out_dirs)
+    runs = _open_runs(setup, cfgs, out_dirs, report)
+    packed_loss = _packed_loss(setup, compile=compile)
+    reset_peak_memory(setup.device)
+    started, fanned_evals = time.perf_counter(), 0
+    for index in range(setup.plan.epochs):
+        epoch = Epoch.of(setup, index)
+        in_epoch = [r for r in runs if r.error is None and len(r.history.evals) == index]
+        setup.model.train()
+        # A job resumed from a later checkpoint joins when the pack reaches its step.
+        while waiting := [r for r in in_epoch if r.error is None and r.step < epoch.last_step]:
+            step = min(r.step for r in waiting)
+            live = [r for r in waiting if r.step == step]
+            tick = time.perf_counter()
+            forward = _forward(setup, packed_loss, live)
+            losses, _ = accumulate(setup, forward, live, epoch=epoch, step=step)
+            seconds = time.perf_counter() - tick
+            for run, loss in zip(live, losses, strict=True):
+                advance(run, loss, epoch=epoch, seconds=seconds)
+            if stop():
+                for run in runs:
+                    if run.error is None:
+                        run.save()
+                raise Interrupted(max(r.step for r in runs))
+            for run in live:
+                if run.error is None and epoch.checkpoints_at(run.step, checkpoint_every):
+                    run.save()
+        fanned_evals += _score_epoch(setup, [r for r in in_epoch if r.error is None], index)
+    seconds, peak = time.perf_counter() - started, peak_memory_mb(setup.device)
+    extras = {"pack_size": float(len(runs)), "packed_evals": float(fanned_evals),
+              **({"compiled": 1.0} if compile else {})}  # fmt: skip
+    return [_finish(setup, run, seconds=seconds, peak_mb=peak, extras=extras) for run in runs]
+
+
+def _open_runs(setup: JobSetup, cfgs: Sequence[JobConfig], out_dirs: Sequence[Path],
+               report: PackProgress) -> list[JobRun]:  # fmt: skip
+    """The pack's jobs, each resumed from its own checkpoint if it has one."""
+    model = setup.model
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     extra_state = adapter_extra_state(model)
-    slots = [
-        _slot(k, cfg, Path(out_dir), model, initial, spec, hyper, plan)
+    return [
+        JobRun.in_pack(
+            setup,
+            cfg,
+            Path(out_dir),
+            initial=initial,
+            extra_state=extra_state,
+            report=functools.partial(report, k),
+        )
         for k, (cfg, out_dir) in enumerate(zip(cfgs, out_dirs, strict=True))
     ]
 
-    def checkpoint(slot: _Slot) -> None:
-        state = checkpoint_state(slot.cfg, slot.step, slot.params, extra_state, slot.optimizer,
-                                 slot.scheduler, slot.history)  # fmt: skip
-        save_checkpoint(slot.out_dir, state)
+
+def _packed_loss(setup: JobSetup, *, compile: bool) -> Callable[..., torch.Tensor]:  # noqa: A002
+    """The task loss of every job at once: vmapped over the jobs' stacked tensors."""
 
     def job_loss(params: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return task.loss(_Bound(model, params), batch)
+        return setup.task.loss(_Bound(setup.model, params), batch)
 
     packed_loss = vmap(job_loss, in_dims=(0, None), randomness="different")
     if compile:
         # Fuses what vmap leaves as separate passes over K-times-larger activations.
         packed_loss = torch.compile(packed_loss)
-    autocast = autocast_for(first, dev)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    started, fanned_evals = time.perf_counter(), 0
-    for epoch in range(plan.epochs):
-        order = _epoch_order(len(train_data), first.seed, epoch)
-        first_step = epoch * plan.steps_per_epoch
-        last_step = min(first_step + plan.steps_per_epoch, plan.total_steps)
-        in_epoch = [s for s in slots if s.error is None and len(s.history.evals) == epoch]
-        model.train()
-        while True:
-            # A job resumed from a later checkpoint joins when the pack reaches its step.
-            waiting = [s for s in in_epoch if s.error is None and s.step < last_step]
-            if not waiting:
-                break
-            step = min(s.step for s in waiting)
-            live = [s for s in waiting if s.step == step]
-            tick = time.perf_counter()
-            losses = _packed_step(first, task, packed_loss, live, train_data, order,
-                                  step - first_step, dev, autocast)  # fmt: skip
-            seconds = time.perf_counter() - tick
-            for slot, loss in zip(live, losses, strict=True):
-                _advance(slot, loss, epoch, plan, seconds, report)
-            if stop():
-                for slot in slots:
-                    if slot.error is None:
-                        checkpoint(slot)
-                raise Interrupted(max(s.step for s in slots))
-            for slot in live:
-                if (
-                    slot.error is None
-                    and slot.step % checkpoint_every == 0
-                    and (slot.step < last_step)
-                ):
-                    checkpoint(slot)
-        scoring = [s for s in in_epoch if s.error is None]
-        for slot in scoring:
-            report(slot.index, {"phase": "eval", "epoch": epoch + 1, "epochs": plan.epochs,
-                                "step": slot.step, "total_steps": plan.total_steps})  # fmt: skip
-        for split, data in setup.evaluated.items():
-            evaluations, fanned = _evaluate_pack(first, task, model, data, dev, autocast,
-                                                 scoring, split)  # fmt: skip
-            if split == "test":  # `packed_evals` counts the reported split's evaluations
-                fanned_evals += fanned
-            for slot, evaluation in zip(scoring, evaluations, strict=True):
-                slot.history.record(split, epoch + 1, slot.step, evaluation)
-        for slot in scoring:
-            checkpoint(slot)
-    seconds, peak = time.perf_counter() - started, _peak_memory_mb(dev)
-    results: list[TrainResult | BaseException] = []
-    for slot in slots:
-        if slot.error is not None:
-            results.append(slot.error)
-            continue
-        _load_into(model, slot.params)  # the variant's report reads this job's tensors
-        results.append(
-            final_result(
-                setup,
-                slot.cfg,
-                slot.history,
-                slot.step_seconds,
-                seconds,
-                peak,
-                slot.resumed_from,
-                {
-                    "pack_size": float(len(slots)),
-                    "packed_evals": float(fanned_evals),
-                    **({"compiled": 1.0} if compile else {}),
-                },
-            )
-        )
-    return results
+    return packed_loss
+
+
+def _forward(setup: JobSetup, packed_loss: Callable[..., torch.Tensor],
+             live: Sequence[JobRun]) -> Forward:  # fmt: skip
+    """One micro-batch's forward pass for the live jobs: their losses, one per job."""
+
+    def forward(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
+        stacked = {n: torch.stack([r.params[n] for r in live]) for n in live[0].params}
+        with setup.autocast:
+            return packed_loss(stacked, batch), None
+
+    return forward
+
+
+def _score_epoch(setup: JobSetup, scoring: list[JobRun], index: int) -> int:
+    """Evaluate the jobs that trained through epoch `index`, record and checkpoint them;
+    returns how many of the reported split's evaluations ran fanned out (0 or 1)."""
+    for run in scoring:
+        run.report_eval(index)
+    fanned_evals = 0
+    for split, data in setup.evaluated.items():
+        evaluations, fanned = _evaluate_pack(setup, scoring, data, split)
+        if split == "test":  # `packed_evals` counts the reported split's evaluations
+            fanned_evals += fanned
+        for run, evaluation in zip(scoring, evaluations, strict=True):
+            run.history.record(split, index + 1, run.step, evaluation)
+    for run in scoring:
+        run.save()
+    return fanned_evals
+
+
+def _finish(setup: JobSetup, run: JobRun, *, seconds: float, peak_mb: float,
+            extras: dict[str, float]) -> TrainResult | BaseException:  # fmt: skip
+    if run.error is not None:
+        return run.error
+    _load_into(setup.model, run.params)  # the variant's report reads this job's tensors
+    return final_result(setup, run, seconds=seconds, peak_mb=peak_mb, extras=extras)
 
 
 def _share_prepared(out_dirs: Sequence[Path]) -> None:
@@ -238,96 +222,28 @@ def _share_prepared(out_dirs: Sequence[Path]) -> None:
             shutil.copyfile(source, target)
 
 
-def _slot(k, cfg, out_dir, model, initial, spec, hyper, plan) -> _Slot:  # noqa: ANN001
-    params = {n: t.clone().requires_grad_() for n, t in initial.items()}
-    if spec.param_groups is not None:
-        # The variant groups the model's parameters; map each to this job's own tensor.
-        name_of = {id(p): n for n, p in model.named_parameters()}
-        groups = [{**g, "params": [params[name_of[id(p)]] for p in g["params"]]}
-                  for g in spec.param_groups(model, cfg.lr, hyper)]  # fmt: skip
-    else:
-        groups = [{"params": list(params.values())}]
-    _check_groups(groups, list(params.values()), cfg.variant)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    slot = _Slot(k, cfg, out_dir, params, optimizer, _scheduler(cfg, optimizer, plan, spec, hyper))
-    saved = load_checkpoint(out_dir)
-    if saved is not None and saved.get("config_hash") == cfg.config_hash:
-        with torch.no_grad():
-            for name, tensor in params.items():
-                tensor.copy_(saved["adapter"][name])
-        load_adapter_extra_state(model, saved["adapter_extra"])
-        slot.optimizer.load_state_dict(saved["optimizer"])
-        slot.scheduler.load_state_dict(saved["scheduler"])
-        slot.history, slot.step = _History.from_state(saved["history"]), int(saved["step"])
-        slot.resumed_from = slot.step
-    return slot
-
-
-def _packed_step(
-    cfg, task, packed_loss, live, data, order, step_in_epoch, dev, autocast
-) -> list[float]:  # noqa: ANN001
-    """Forward/backward of one optimizer step for every live job; returns their mean losses."""
-    start = step_in_epoch * cfg.grad_accum * cfg.batch_size
-    stop = min(start + cfg.grad_accum * cfg.batch_size, len(order))
-    n_examples = stop - start
-    totals = [0.0] * len(live)
-    for offset in range(start, stop, cfg.batch_size):
-        indices = order[offset : min(offset + cfg.batch_size, stop)]
-        batch = _to(task.collate([data[i] for i in indices]), dev)
-        stacked = {n: torch.stack([s.params[n] for s in live]) for n in live[0].params}
-        with autocast:
-            losses = packed_loss(stacked, batch)
-        weight = len(indices) / n_examples  # micro-batches add up to one large batch exactly
-        (losses * weight).sum().backward()
-        totals = [t + v * weight for t, v in zip(totals, losses.detach().tolist(), strict=True)]
-    if cfg.max_grad_norm is not None:
-        for slot in live:
-            torch.nn.utils.clip_grad_norm_(list(slot.params.values()), cfg.max_grad_norm)
-    return totals
-
-
-def _evaluate_pack(cfg, task, model, data, dev, autocast, slots,  # noqa: ANN001
-                   split) -> tuple[list[Evaluation], int]:  # fmt: skip
-    """Every slot's evaluation of `split`: in one wide pass when the evaluation allows (see
+def _evaluate_pack(setup: JobSetup, runs: Sequence[JobRun], data: Sequence[dict],
+                   split: str) -> tuple[list[Evaluation], int]:  # fmt: skip
+    """Every run's evaluation of `split`: in one wide pass when the evaluation allows (see
     fanout), else one job at a time. The second value is 1 if the wide pass was used."""
-    if len(slots) > 1:
+    if len(runs) > 1:
 
-        def run(stand_in: Any) -> Evaluation:
-            return _evaluate(cfg, task, stand_in, data, dev, autocast, split)
+        def run_on(stand_in: Any) -> Evaluation:
+            return evaluate(setup, stand_in, data, split)
 
         try:
-            return evaluate_fanned(model, [s.params for s in slots], run), 1
+            return evaluate_fanned(setup.model, [r.params for r in runs], run_on), 1
         except NotFannable:
             pass
         except torch.OutOfMemoryError:
             # K copies of an evaluation batch did not fit; one job's batch did in training.
-            if dev.type == "cuda":
+            if setup.device.type == "cuda":
                 torch.cuda.empty_cache()
     evaluations = []
-    for slot in slots:
-        _load_into(model, slot.params)
-        evaluations.append(_evaluate(cfg, task, model, data, dev, autocast, split))
+    for run in runs:
+        _load_into(setup.model, run.params)
+        evaluations.append(evaluate(setup, setup.model, data, split))
     return evaluations, 0
-
-
-def _advance(slot: _Slot, loss: float, epoch: int, plan: Schedule, seconds: float,  # noqa: PLR0913
-             report: PackProgress) -> None:  # fmt: skip
-    if not math.isfinite(loss):
-        slot.error = NonFiniteLoss(
-            f"training loss became {loss} at step {slot.step + 1} (epoch {epoch + 1}) with "
-            f"lr={slot.cfg.lr:g}; the run diverged, so retrying would fail the same way"
-        )
-        return
-    lr = slot.scheduler.get_last_lr()[0]
-    slot.optimizer.step()
-    slot.step += 1
-    slot.scheduler.step()
-    slot.optimizer.zero_grad(set_to_none=True)
-    slot.step_seconds.append(seconds)
-    slot.history.losses.append((slot.step, epoch + 1, loss, lr))
-    report(slot.index, {"phase": "train", "epoch": epoch + 1, "epochs": plan.epochs,
-                        "step": slot.step, "total_steps": plan.total_steps, "loss": loss,
-                        "lr": lr})  # fmt: skip
 
 
 @torch.no_grad()
