@@ -29,7 +29,7 @@ TARGETS = {  # the issue's goals: seconds, and MB for --help
     "plan --preset paper-glue --dry-run": (1.5, None),
     "report --table lr (2,000 done jobs)": (3.0, None),
 }
-VARIANTS = ["lora", "rslora", "dora", "pissa", "milora", "olora", "lora_plus", "vera", "loha",
+VARIANTS = ["lora", "rslora", "dora", "pissa", "milora", "olora", "lora-plus", "vera", "loha",
             "lokr"]  # fmt: skip
 LRS = ["1e-5", "2e-5", "5e-5", "1e-4", "2e-4", "5e-4", "1e-3", "2e-3", "5e-3", "1e-2"]
 
