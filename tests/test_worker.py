@@ -140,3 +140,29 @@ def test_gpu_0_without_cuda_warns_and_uses_the_cpu(tmp_path: Path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "CUDA is not available here, training on the CPU instead" in result.output
     assert "worker on cpu" in result.output
+
+
+def test_a_job_whose_lease_was_lost_before_it_started_is_reported_not_run(tmp_path: Path):
+    # The worker was paused between claim and start (SIGSTOP, a frozen VM) and another worker
+    # took the job over: it must say so, and neither start a child nor write anything.
+    import io
+
+    from rich.console import Console
+
+    from lorabench.store import claim, register_worker
+    from lorabench.worker import Worker, WorkerSettings, WorkerView
+
+    db = tmp_path / "lorabench.db"
+    plan(db, "--lr", "1e-3")
+    engine = open_engine(str(db))
+    paused_id, taker_id = register_worker(engine, "cpu"), register_worker(engine, "cpu")
+    stale = claim(engine, paused_id, lease_seconds=1.0, now=time.time() - 10)
+    assert claim(engine, taker_id, lease_seconds=600) is not None  # the lease had expired
+    output = io.StringIO()
+    worker = Worker(engine, WorkerSettings(runs_dir=tmp_path / "runs"),
+                    WorkerView(Console(file=output, width=200)))  # fmt: skip
+    worker.worker_id = paused_id
+    worker.run_one([stale])
+    assert "lease lost" in output.getvalue() and "not started" in output.getvalue()
+    assert not (tmp_path / "runs").exists()
+    assert job_rows(db)[stale.job_id][:2] == ("running", 2)  # the taker's attempt

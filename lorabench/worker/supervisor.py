@@ -239,8 +239,11 @@ class Worker:
             try:
                 self.through_outages(set_out_dir, claimed.job_id, claimed.lease_token, out_dir)
                 out_dirs[claimed.job_id] = out_dir
-            except LeaseLost:
-                continue
+            except LeaseLost:  # paused between claim and start: another worker has it now
+                label = describe(claimed.job_id, claimed.config)
+                self.view.say(
+                    f"[red]lease lost[/] {label}: another worker owns it now, not started"
+                )
         claims = [c for c in claims if c.job_id in out_dirs]
         if not claims:
             return
