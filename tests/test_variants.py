@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -21,7 +22,6 @@ from lorabench.variants import (
     InvalidVariantParams,
     Site,
     UnknownVariantError,
-    VariantSpec,
     adapter_layers,
     adapter_state_dict,
     build_params,
@@ -499,6 +499,6 @@ def test_register_rejects_duplicates_and_bad_specs():
     with pytest.raises(ValueError, match="already registered"):
         register(spec)
     with pytest.raises(ValueError, match="family"):
-        VariantSpec(**{**spec.__dict__, "family": "misc"})
+        dataclasses.replace(spec, info=dataclasses.replace(spec.info, family="misc"))
     with pytest.raises(ValueError, match="variant_name"):
-        VariantSpec(**{**spec.__dict__, "name": "other"})
+        dataclasses.replace(spec, info=dataclasses.replace(spec.info, name="other"))

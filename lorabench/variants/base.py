@@ -289,7 +289,7 @@ ExtraLossHook = Callable[[nn.Module, Any], Tensor | None]
 ReportHook = Callable[[nn.Module, Any], dict[str, float]]
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class VariantSpec:
     """How the benchmark runs one LoRA variant: its declaration (`info`, from the catalog), the
     layer class and the training hooks. The declared fields read through: spec.name, .family,
@@ -297,51 +297,22 @@ class VariantSpec:
 
     info: VariantInfo
     layer_cls: type[AdapterLinear]
-    peft_export: PeftExport | None
+    peft_export: PeftExport | None = None
     # Training hooks, called by the trainer generically (see PrepareContext, StepContext):
     # prepare(ctx) -> state dict: data-driven init before training; its state is saved, and
     #   restore(model, state, params) re-applies it on resume instead of redoing prepare.
-    prepare: PrepareHook | None
-    restore: RestoreHook | None
+    prepare: PrepareHook | None = None
+    restore: RestoreHook | None = None
     # param_groups(model, lr, params) -> optimizer groups covering every trainable parameter.
-    param_groups: ParamGroupsHook | None
+    param_groups: ParamGroupsHook | None = None
     # on_step(ctx) after each optimizer step (gradients still present).
-    on_step: StepHook | None
+    on_step: StepHook | None = None
     # lr_multiplier(step, total_steps, params) scales the job's schedule (ReLoRA's re-warm-up).
-    lr_multiplier: LrMultiplierHook | None
+    lr_multiplier: LrMultiplierHook | None = None
     # extra_loss(model, params) -> tensor added to the task loss (regularisers, MoE balancing).
-    extra_loss: ExtraLossHook | None
+    extra_loss: ExtraLossHook | None = None
     # report(model, params) -> scalars stored with the job's results (e.g. final ranks).
-    report: ReportHook | None
-
-    def __init__(
-        self,
-        info: VariantInfo,
-        layer_cls: type[AdapterLinear],
-        peft_export: PeftExport | None = None,
-        prepare: PrepareHook | None = None,
-        restore: RestoreHook | None = None,
-        param_groups: ParamGroupsHook | None = None,
-        on_step: StepHook | None = None,
-        lr_multiplier: LrMultiplierHook | None = None,
-        extra_loss: ExtraLossHook | None = None,
-        report: ReportHook | None = None,
-        **info_changes: Any,
-    ) -> None:
-        """`info_changes` (e.g. family=..., from a copied spec's fields) replace those fields of
-        `info`; the changed VariantInfo is validated like any other."""
-        if not isinstance(info, VariantInfo):
-            raise TypeError(f"info must be a VariantInfo, got {type(info).__name__}")
-        if info_changes:
-            info = dataclasses.replace(info, **info_changes)
-        values = {
-            "info": info, "layer_cls": layer_cls, "peft_export": peft_export, "prepare": prepare,
-            "restore": restore, "param_groups": param_groups, "on_step": on_step,
-            "lr_multiplier": lr_multiplier, "extra_loss": extra_loss, "report": report,
-        }  # fmt: skip
-        for key, value in values.items():
-            object.__setattr__(self, key, value)
-        self.__post_init__()
+    report: ReportHook | None = None
 
     @property
     def name(self) -> str:
@@ -377,6 +348,8 @@ class VariantSpec:
         return self.info.peft
 
     def __post_init__(self) -> None:
+        if not isinstance(self.info, VariantInfo):
+            raise TypeError(f"info must be a VariantInfo, got {type(self.info).__name__}")
         if (self.prepare is None) != (self.restore is None):
             raise ValueError(f"variant {self.name!r}: prepare and restore come together")
         if self.info.peft != (self.peft_export is not None):
