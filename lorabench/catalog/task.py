@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
-import pkgutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from lorabench.catalog._scan import by_name, declared
 from lorabench.errors import InvalidTaskParams, UnknownTaskError
 
 # Every task's splits: `train`; `select`, held out from training and read only to choose epochs
@@ -130,30 +128,20 @@ DECLARATIONS = "lorabench.catalog.tasks"
 @functools.cache
 def task_infos() -> Mapping[str, TaskInfo]:
     """Every declared task by name (sorted): the `TASKS` of each declaration module."""
-    package = importlib.import_module(DECLARATIONS)
-    found: dict[str, TaskInfo] = {}
-    where: dict[str, str] = {}
-    for module_info in pkgutil.iter_modules(package.__path__):
-        if module_info.name.startswith("_"):  # helpers shared by declarations
-            continue
-        module_name = f"{DECLARATIONS}.{module_info.name}"
-        infos = getattr(importlib.import_module(module_name), "TASKS", None)
+    return by_name(_declared_tasks(), "task")
+
+
+def _declared_tasks() -> Iterator[tuple[str, TaskInfo]]:
+    for module_name, expected, infos in declared(DECLARATIONS, "TASKS", "lorabench.tasks"):
         if not isinstance(infos, tuple) or not all(isinstance(i, TaskInfo) for i in infos):
             raise TypeError(f"{module_name} must define TASKS, a tuple of TaskInfo")
-        expected = f"lorabench.tasks.{module_info.name}"
         for info in infos:
             if info.implementation != expected:
                 raise ValueError(
                     f"{module_name}: task {info.name!r} has implementation "
                     f"{info.implementation!r}, expected {expected!r}"
                 )
-            if info.name in found:
-                raise ValueError(
-                    f"task {info.name!r} is declared twice: in {where[info.name]} and {module_name}"
-                )
-            found[info.name] = info
-            where[info.name] = module_name
-    return MappingProxyType(dict(sorted(found.items())))
+            yield module_name, info
 
 
 def task_names() -> list[str]:

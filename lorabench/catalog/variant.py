@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import math
-import pkgutil
-import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lorabench.catalog._scan import by_name, declared
 from lorabench.errors import InvalidVariantParams, UnknownVariantError
 
 FAMILIES = ("baseline", "rank", "optimization", "initialization", "moe")
@@ -59,29 +57,19 @@ class VariantInfo:
 @functools.cache
 def variant_infos() -> Mapping[str, VariantInfo]:
     """Every declared variant by name (sorted): the `VARIANT` of each declaration module."""
-    package = importlib.import_module(DECLARATIONS)
-    found: dict[str, VariantInfo] = {}
-    where: dict[str, str] = {}
-    for module_info in pkgutil.iter_modules(package.__path__):
-        if module_info.name.startswith("_"):
-            continue
-        module_name = f"{DECLARATIONS}.{module_info.name}"
-        info = getattr(importlib.import_module(module_name), "VARIANT", None)
+    return by_name(_declared_variants(), "variant")
+
+
+def _declared_variants() -> Iterator[tuple[str, VariantInfo]]:
+    for module_name, expected, info in declared(DECLARATIONS, "VARIANT", "lorabench.variants"):
         if not isinstance(info, VariantInfo):
             raise TypeError(f"{module_name} must define VARIANT, a VariantInfo")
-        expected = f"lorabench.variants.{module_info.name}"
         if info.implementation != expected:
             raise ValueError(
                 f"{module_name}: VARIANT.implementation is {info.implementation!r}, "
                 f"expected {expected!r}"
             )
-        if info.name in found:
-            raise ValueError(
-                f"variant {info.name!r} is declared twice: in {where[info.name]} and {module_name}"
-            )
-        found[info.name] = info
-        where[info.name] = module_name
-    return types.MappingProxyType(dict(sorted(found.items())))
+        yield module_name, info
 
 
 def variant_names() -> list[str]:
