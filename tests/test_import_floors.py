@@ -108,7 +108,10 @@ def floors(*names: str) -> tuple[str, ...]:
         ("variants", floors("train", "worker", "store", "cli", "report", "config", "tasks")),
         # Declarations: only each other and the shared errors.
         ("catalog", floors("tasks", "variants", "train", "worker", "store", "cli", "report",
-                           "config", "sandbox", "monitor", "slurm")),
+                           "config", "sandbox", "monitor", "slurm", "memory")),
+        # The memory estimate: arithmetic on the catalog, read by plan and tasks.
+        ("memory", floors("tasks", "variants", "train", "worker", "store", "cli", "report",
+                          "config", "sandbox", "monitor", "slurm")),
         ("sandbox", floors("tasks", "variants", "train", "worker", "store", "cli", "report",
                            "config", "catalog")),
         ("report", floors("tasks", "variants", "train", "worker", "cli")),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lorabench.catalog._scan import by_name, declared
+from lorabench.catalog.cost import LORA_COST, AdapterCost
 from lorabench.errors import InvalidVariantParams, UnknownVariantError
 
 FAMILIES = ("baseline", "rank", "optimization", "initialization", "moe")
@@ -46,6 +47,8 @@ class VariantInfo:
     peft: bool = False
     # The module that implements (and registers) it, e.g. "lorabench.variants.dora".
     implementation: str = ""
+    # Parameters, buffers and saved activations in closed form (`lorabench.memory` reads it).
+    cost: AdapterCost = LORA_COST
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

@@ -161,6 +161,7 @@ def plan_command(
 
 
 def print_estimate(result: dict[str, Any]) -> None:
+    from lorabench.cli.memory import print_memory
     from lorabench.cli.presets import ESTIMATE_NOTE, format_hours
 
     console.print(f"sweep [bold]{result['sweep']}[/]: {result['jobs']} jobs (dry run)")
@@ -170,6 +171,7 @@ def print_estimate(result: dict[str, Any]) -> None:
             console.print(f"  {label}: {count} jobs, ~{format_hours(hours)} GPU-hours")
     console.print(f"estimated GPU-hours: ~{format_hours(result['gpu_hours'])}")
     console.print(f"({ESTIMATE_NOTE})", style="dim", highlight=False)
+    print_memory(result["memory"])
 
 
 def job_rows(jobs: Iterable[JobConfig]) -> list[JobRow]:
@@ -194,6 +196,7 @@ def plan(
     counting its matrix, before a single job is built."""
     from lorabench.cli.presets import gpu_hours, load_preset, plan_preset
     from lorabench.config import MAX_JOBS_PER_PLAN, ConfigError, SweepSpec, check_plan_size
+    from lorabench.memory import families
     from lorabench.store import enqueue, opened
 
     max_jobs = MAX_JOBS_PER_PLAN if max_jobs is None else max_jobs
@@ -220,6 +223,8 @@ def plan(
             "jobs": len(jobs),
             "gpu_hours": gpu_hours(jobs),
             "parts": [(label, len(part), gpu_hours(part)) for label, part in parts],
+            # Peak GPU memory per family of jobs that need the same (lorabench.memory).
+            "memory": families(job.model_dump(mode="json") for job in jobs),
         }
     with opened(db, create=True) as engine:
         result = enqueue(

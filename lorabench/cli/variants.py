@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lorabench.cli.common import console, user_errors
+from lorabench.cli.memory import print_task_memory
 
 if TYPE_CHECKING:
     from lorabench.catalog.task import TaskInfo
@@ -81,6 +82,7 @@ def _task_details(info: TaskInfo) -> None:
     if "sandbox" in info.params_cls.model_fields:
         table.add_row("code sandbox here", _sandbox_here())
     console.print(table)
+    print_task_memory(info.name)
 
 
 def _sandbox_here() -> str:

@@ -3,8 +3,11 @@ and its training hooks are in lorabench.variants.adalora."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from lorabench.catalog.cost import AdapterCost, Call, Kept, SiteShape
 from lorabench.catalog.variant import VariantInfo
 
 ORTH_REG_FORMS = ("mean_norm", "paper")
@@ -41,6 +44,25 @@ class AdaLoRAParams:
             raise ValueError(f"orth_reg must be one of {ORTH_REG_FORMS}, got {self.orth_reg!r}")
 
 
+def _params(in_features: int, out_features: int, rank: int, params: Any = None) -> int:
+    # A (r0, in), E (r0, 1), B (out, r0) at the initial rank r0; the job's rank is not used.
+    r0 = (params or AdaLoRAParams()).init_rank
+    return r0 * (in_features + out_features + 1)
+
+
+def _frozen(sites: Sequence[SiteShape], rank: int, params: Any = None) -> Kept:
+    # The rank mask and, per factor, smoothed sensitivity and uncertainty (Eqs. (41)-(42)).
+    r0 = (params or AdaLoRAParams()).init_rank
+    return Kept(fp32=sum(r0 + 2 * _params(s.in_features, s.out_features, r0, params)
+                         for s in sites))  # fmt: skip
+
+
+def _kept(call: Call) -> Kept:
+    # The masked factor A * E (r0, in) per call and the rank-r0 hidden per token.
+    r0 = call.params.init_rank
+    return Kept(compute=call.tokens * r0 + r0 * call.i)
+
+
 VARIANT = VariantInfo(
     name="adalora",
     params_cls=AdaLoRAParams,
@@ -50,4 +72,5 @@ VARIANT = VariantInfo(
     summary="SVD-form adapter; importance scores mask singular values down to a rank budget.",
     peft=True,
     implementation="lorabench.variants.adalora",
+    cost=AdapterCost(params=_params, frozen=_frozen, activations=_kept),
 )

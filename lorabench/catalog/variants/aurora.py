@@ -4,7 +4,9 @@ and its training hooks are in lorabench.variants.aurora."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from lorabench.catalog.cost import AdapterCost, Call, Kept
 from lorabench.catalog.variant import VariantInfo
 
 
@@ -33,6 +35,21 @@ class AuroraParams:
         return self.grid_size + self.spline_order
 
 
+def _params(in_features: int, out_features: int, rank: int, params: Any = None) -> int:
+    # A, B, the r x r C of the tanh path and the (r, G + k) spline coefficients.
+    params = params if params is not None else AuroraParams()
+    return rank * (in_features + out_features) + rank * rank + rank * params.n_bases
+
+
+def _kept(call: Call) -> Kept:
+    # Per rank entry and token: the hidden, the tanh path's two outputs and the ANL output
+    # (4), and the Cox-de Boor recursion's bases and left/right weights, about 3 (G + 2k)
+    # values per order k (fewer at order 1); plus the summed bases per token.
+    p = call.params
+    per_rank = 4 + 3 * p.spline_order * (p.grid_size + 2 * p.spline_order)
+    return Kept(compute=call.tokens * (call.rank * per_rank + p.n_bases))
+
+
 VARIANT = VariantInfo(
     name="aurora",
     params_cls=AuroraParams,
@@ -41,4 +58,5 @@ VARIANT = VariantInfo(
     merges=False,
     summary="LoRA with an adaptive nonlinear layer tanh(tanh(h)C^T) + B-spline(h) V_s^T.",
     implementation="lorabench.variants.aurora",
+    cost=AdapterCost(params=_params, activations=_kept),
 )

@@ -3,8 +3,11 @@ and its training hooks are in lorabench.variants.corda."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from lorabench.catalog.cost import AdapterCost, Kept, SiteShape, input_group
 from lorabench.catalog.variant import VariantInfo
 
 MODES = ("ipm", "kpm")
@@ -26,6 +29,17 @@ class CordaParams:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
 
 
+def _frozen(sites: Sequence[SiteShape], rank: int, params: Any = None) -> Kept:
+    # The initial factors A0, B0 (adapter dtype), kept for the PEFT export.
+    return Kept(fp32=sum(rank * (s.in_features + s.out_features) for s in sites))
+
+
+def _prepare(sites: Sequence[SiteShape], rank: int, params: Any = None) -> int:
+    # One fp32 (in, in) input covariance per group of layers reading the same input.
+    widths = {input_group(s): s.in_features for s in sites}
+    return sum(width * width for width in widths.values())
+
+
 VARIANT = VariantInfo(
     name="corda",
     params_cls=CordaParams,
@@ -38,4 +52,5 @@ VARIANT = VariantInfo(
     ),
     peft=True,
     implementation="lorabench.variants.corda",
+    cost=AdapterCost(frozen=_frozen, prepare=_prepare),
 )

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
+from lorabench.catalog.cost import AdapterCost, Call, Kept
 from lorabench.catalog.variant import VariantInfo
+from lorabench.catalog.variants._layout import routed, split_ranks
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,16 @@ class GOATParams:
             raise ValueError(f"aux_loss_coeff must be >= 0, got {self.aux_loss_coeff}")
 
 
+def _params(in_features: int, out_features: int, rank: int, params: Any = None) -> int:
+    # Experts splitting the rank (packed A, B) and the router (experts, in).
+    experts = len(split_ranks(rank, (params or GOATParams()).experts))
+    return rank * (in_features + out_features) + experts * in_features
+
+
+def _kept(call: Call) -> Kept:
+    return routed(call, call.rank, len(split_ranks(call.rank, call.params.experts)))
+
+
 VARIANT = VariantInfo(
     name="goat",
     params_cls=GOATParams,
@@ -44,4 +57,5 @@ VARIANT = VariantInfo(
     merges=False,
     summary="Top-k LoRA experts initialised from disjoint SVD segments, GOAT scaling.",
     implementation="lorabench.variants.goat",
+    cost=AdapterCost(params=_params, activations=_kept),
 )

@@ -3,10 +3,13 @@ and its training hooks are in lorabench.variants.lora_ga."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from lorabench.catalog.cost import AdapterCost, Kept, SiteShape
 from lorabench.catalog.variant import VariantInfo
-from lorabench.catalog.variants._gradients import check_prepare_params
+from lorabench.catalog.variants._gradients import check_prepare_params, weight_gradient_sums
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,11 @@ class LoRAGAParams:
 
     def __post_init__(self) -> None:
         check_prepare_params(self.steps, self.gamma)
+
+
+def _frozen(sites: Sequence[SiteShape], rank: int, params: Any = None) -> Kept:
+    # The prepared factors init_lora_A, init_lora_B (adapter dtype), kept for the PEFT export.
+    return Kept(fp32=sum(rank * (s.in_features + s.out_features) for s in sites))
 
 
 VARIANT = VariantInfo(
@@ -32,4 +40,5 @@ VARIANT = VariantInfo(
     ),
     peft=True,
     implementation="lorabench.variants.lora_ga",
+    cost=AdapterCost(frozen=_frozen, prepare=weight_gradient_sums, prepare_backward=True),
 )

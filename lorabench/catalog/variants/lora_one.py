@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lorabench.catalog.cost import AdapterCost
 from lorabench.catalog.variant import VariantInfo
-from lorabench.catalog.variants._gradients import check_prepare_params
+from lorabench.catalog.variants._gradients import check_prepare_params, weight_gradient_sums
 
 
 @dataclass(frozen=True)
@@ -32,4 +33,5 @@ VARIANT = VariantInfo(
     ),
     peft=True,
     implementation="lorabench.variants.lora_one",
+    cost=AdapterCost(prepare=weight_gradient_sums, prepare_backward=True),
 )

@@ -4,8 +4,11 @@ and its training hooks are in lorabench.variants.loramoe."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from lorabench.catalog.cost import AdapterCost, Call, Kept
 from lorabench.catalog.variant import VariantInfo
+from lorabench.catalog.variants._layout import routed, split_ranks
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,16 @@ class LoRAMoEParams:
             raise ValueError(f"lbc_weight must be >= 0, got {self.lbc_weight}")
 
 
+def _params(in_features: int, out_features: int, rank: int, params: Any = None) -> int:
+    # Experts splitting the rank (packed A, B) and the router (experts, in).
+    experts = len(split_ranks(rank, (params or LoRAMoEParams()).experts))
+    return rank * (in_features + out_features) + experts * in_features
+
+
+def _kept(call: Call) -> Kept:
+    return routed(call, call.rank, len(split_ranks(call.rank, call.params.experts)))
+
+
 VARIANT = VariantInfo(
     name="loramoe",
     params_cls=LoRAMoEParams,
@@ -36,4 +49,5 @@ VARIANT = VariantInfo(
     merges=False,
     summary="Routed rank-split LoRA experts with LoRAMoE's localized balancing constraint.",
     implementation="lorabench.variants.loramoe",
+    cost=AdapterCost(params=_params, activations=_kept),
 )

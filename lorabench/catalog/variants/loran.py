@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lorabench.catalog.cost import AdapterCost, Call, Kept
 from lorabench.catalog.variant import VariantInfo
 
 
@@ -16,6 +17,11 @@ class LoRANParams:
     freq: float = 1.0
 
 
+def _kept(call: Call) -> Kept:
+    # LoRA's hidden plus the (tokens, out) low-rank output Sinter keeps for its backward.
+    return Kept(compute=call.tokens * (call.rank + call.o))
+
+
 VARIANT = VariantInfo(
     name="loran",
     params_cls=LoRANParams,
@@ -24,4 +30,5 @@ VARIANT = VariantInfo(
     merges=False,
     summary="LoRA output passed through Sinter(z) = z + amp*sin(freq*z)*z; not mergeable.",
     implementation="lorabench.variants.loran",
+    cost=AdapterCost(activations=_kept),
 )

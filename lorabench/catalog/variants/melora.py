@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lorabench.catalog.cost import AdapterCost, Call, Kept
 from lorabench.catalog.variant import VariantInfo
 
 
@@ -18,6 +19,12 @@ class MeLoRAParams:
             raise ValueError(f"blocks must be >= 1, got {self.blocks}")
 
 
+def _kept(call: Call) -> Kept:
+    # k blocks' rank-r hiddens (k = min(blocks, in, out)).
+    blocks = min(call.params.blocks, call.i, call.o)
+    return Kept(compute=call.tokens * blocks * call.rank)
+
+
 VARIANT = VariantInfo(
     name="melora",
     params_cls=MeLoRAParams,
@@ -29,4 +36,5 @@ VARIANT = VariantInfo(
         "parameter count."
     ),
     implementation="lorabench.variants.melora",
+    cost=AdapterCost(activations=_kept),
 )

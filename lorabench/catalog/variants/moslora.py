@@ -4,7 +4,9 @@ and its training hooks are in lorabench.variants.moslora."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from lorabench.catalog.cost import AdapterCost, Call, Kept
 from lorabench.catalog.variant import VariantInfo
 
 MIXER_INITS = ("kaiming", "orthogonal")
@@ -20,6 +22,14 @@ class MoSLoRAParams:
             raise ValueError(f"mixer_init must be one of {MIXER_INITS}, got {self.mixer_init!r}")
 
 
+def _params(in_features: int, out_features: int, rank: int, params: Any = None) -> int:
+    return rank * (in_features + out_features) + rank * rank  # A, B and the r x r mixer
+
+
+def _kept(call: Call) -> Kept:
+    return Kept(compute=2 * call.tokens * call.rank)  # A x and M A x
+
+
 VARIANT = VariantInfo(
     name="moslora",
     params_cls=MoSLoRAParams,
@@ -28,4 +38,5 @@ VARIANT = VariantInfo(
     merges=True,
     summary="LoRA with a trainable r x r mixer M between A and B (dW = s B M A); B starts at 0",
     implementation="lorabench.variants.moslora",
+    cost=AdapterCost(params=_params, activations=_kept),
 )

@@ -3,8 +3,11 @@ and its training hooks are in lorabench.variants.vera."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from lorabench.catalog.cost import AdapterCost, Call, Kept, SiteShape, never
 from lorabench.catalog.variant import VariantInfo
 
 
@@ -15,6 +18,25 @@ class VeRAParams:
 
     d_initial: float = 0.1
     projection_prng_key: int = 0
+
+
+def _params(in_features: int, out_features: int, rank: int, params: Any = None) -> int:
+    return rank + out_features  # the diagonals d (r) and b (out)
+
+
+def _frozen(sites: Sequence[SiteShape], rank: int, params: Any = None) -> Kept:
+    # One pair of random bases for all layers, sized by the largest input and output (adapter
+    # dtype, as the implementation makes them).
+    max_in = max(s.in_features for s in sites)
+    max_out = max(s.out_features for s in sites)
+    return Kept(fp32=rank * (max_in + max_out))
+
+
+def _kept(call: Call) -> Kept:
+    # The frozen bases' casts (their matmuls' input gradients read them; the input itself is
+    # not kept, as no trainable weight multiplies it), the hidden d scales and the output b
+    # scales per token.
+    return Kept(compute=call.tokens * (call.rank + call.o) + call.rank * (call.i + call.o))
 
 
 VARIANT = VariantInfo(
@@ -31,4 +53,5 @@ VARIANT = VariantInfo(
     ),
     peft=True,
     implementation="lorabench.variants.vera",
+    cost=AdapterCost(params=_params, frozen=_frozen, activations=_kept, saves_input=never),
 )
