@@ -256,10 +256,11 @@ def test_select_is_held_out_codefeedback_scored_by_its_response_loss(tiny_llama,
     model = task.load_model().eval()
     batch = task.collate_eval(select)  # training pairs: scored by their loss, not generated
     evaluation = task.evaluate(model, [batch], "select")
+    padded = task.collate(select)  # the reference: a padded row per pair (the batch is packed)
     with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(**{k: padded[k] for k in ("input_ids", "attention_mask")}).logits
     assert evaluation.scores == {
-        "loss": pytest.approx(response_loss(logits, batch["labels"]).item())
+        "loss": pytest.approx(response_loss(logits, padded["labels"]).item())
     }
     assert evaluation.outcomes is None
     off = humaneval_task(tiny_llama, tmp_path / "off", select_split=False)

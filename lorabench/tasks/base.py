@@ -87,7 +87,12 @@ class Task(Protocol):
         empty when the job's `select_split` is off."""
         ...
 
-    def collate(self, examples: Sequence[dict[str, Any]]) -> Batch: ...
+    def collate(self, examples: Sequence[dict[str, Any]]) -> Batch:
+        """One entry per example. The trainer batches its steps with the task's
+        `collate_train(examples)` instead where the task has one (optional; causal LMs pack
+        examples without padding there): `collate` stays one entry per example for what reads
+        examples one by one (data-driven inits)."""
+        ...
 
     def collate_eval(self, examples: Sequence[dict[str, Any]]) -> Batch:
         """Batches for `evaluate`: the training batch for classifiers, prompts for generation

@@ -3,8 +3,16 @@
 A subclass of `CausalLMTask` says where its training pairs come from (`training_pair`, and
 `training_rows` for a source other than `params.data`), which problems it evaluates
 (`eval_records`) and how completions score (`score`). The base does the rest: model and
-tokenizer, prompt template, tokenisation with the loss on response tokens only, padding,
+tokenizer, prompt template, tokenisation with the loss on response tokens only, batching,
 loss, and evaluation by batched greedy generation.
+
+Training batches (`collate_train`) and the select split's loss batches are padding-free where
+the model keeps packed sequences apart (probed once per model, `padding_free.packing_problem`):
+examples packed into rows with their own `position_ids`, no attention mask; elsewhere padded
+rows in length groups, one forward pass per group; task param `padding_free = false`: padded
+rows as before. The loss is the same in all three (see `lorabench.tasks.padding_free`).
+`collate` keeps one padded row per example: data-driven inits (EVA, CorDA) read activations
+per example.
 
 Splits: `test` is the task's fixed evaluation problems (`eval_records`, the first `eval_size`).
 `select` is carved from the training rows by a fixed seed before `train_size` draws the
@@ -20,7 +28,9 @@ from __future__ import annotations
 import json
 import random
 import sys
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,6 +47,15 @@ from lorabench.catalog.tasks._nlg import (
 from lorabench.tasks.base import Batch, Evaluation, TaskInfo, TaskSettings, split_name
 from lorabench.tasks.generation import ensure_pad_token, generate
 from lorabench.tasks.models import resolve_model
+from lorabench.tasks.padding_free import (
+    IGNORE_INDEX,
+    group_rows,
+    model_inputs,
+    pack_rows,
+    packing_problem,
+    pad_rows,
+    sub_batches,
+)
 from lorabench.tasks.selection import GENERATION_SELECT_CAP, SELECT_CAP, carve
 from lorabench.tasks.sources import DataSourceError, load_split
 
@@ -52,8 +71,6 @@ __all__ = [
     "response_loss",
     "subsample",
 ]
-
-IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt, padding)
 
 # The Alpaca prompt, as MetaMath, PiSSA and LoRA-GA train on MetaMathQA and CodeFeedback.
 ALPACA_TEMPLATE = (
@@ -182,27 +199,27 @@ class CausalLMTask:
         return examples
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> Batch:
-        width = max(len(e["input_ids"]) for e in examples)
+        """One right-padded row per example (input_ids, attention_mask, labels)."""
+        return pad_rows(examples, self.tokenizer.pad_token_id)
+
+    def collate_train(self, examples: Sequence[dict[str, Any]]) -> Batch:
+        """A training micro-batch: packed rows, length-grouped padded rows, or `collate`'s."""
         pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(examples), width), pad, dtype=torch.long)
-        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(examples), width), dtype=torch.long)
-        for row, e in enumerate(examples):
-            n = len(e["input_ids"])
-            ids[row, :n] = torch.tensor(e["input_ids"])
-            labels[row, :n] = torch.tensor(e["labels"])
-            mask[row, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if self._layout == "packed":
+            return pack_rows(examples, pad)
+        return group_rows(examples, pad) if self._layout == "grouped" else self.collate(examples)
 
     def collate_eval(self, examples: Sequence[dict[str, Any]]) -> Batch:
         if "labels" in examples[0]:  # select rows scored by their loss: training pairs
+            if self._layout == "packed":
+                return pack_rows(examples, self.tokenizer.pad_token_id)
             return self.collate(examples)
         # Prompts stay on the task; batches carry only which records to generate for.
         return {"index": torch.tensor([e["index"] for e in examples], dtype=torch.long)}
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return response_loss(logits, batch["labels"])
+        total, count = _batch_loss_sum(model, batch)
+        return total / count.clamp(min=1)
 
     def evaluate(
         self, model: nn.Module, batches: Iterable[Batch], split: str = "test"
@@ -233,6 +250,21 @@ class CausalLMTask:
     @property
     def _by_loss(self) -> bool:
         return self.info.select_metric == "loss"
+
+    @cached_property
+    def _layout(self) -> str:
+        """How loss batches are laid out: "packed", "grouped" (the fallback) or "padded"."""
+        if not self.params.padding_free:
+            return "padded"
+        problem = packing_problem(self._model_path)
+        if problem is None:
+            return "packed"
+        warnings.warn(
+            f"{self.settings.model}: packed rows would not keep examples apart ({problem}); "
+            "training on length-grouped padded rows instead",
+            stacklevel=2,
+        )
+        return "grouped"
 
     def _carve(self, n: int) -> tuple[list[int], list[int]]:
         """(training pool, select) positions among the `n` training rows."""
@@ -305,14 +337,24 @@ def _response_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torc
     return total, (targets != IGNORE_INDEX).sum()
 
 
+def _batch_loss_sum(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed response cross-entropy, labelled tokens) of a packed, grouped or padded batch."""
+    sums = []
+    for part in sub_batches(batch):
+        sums.append(_response_loss_sum(model(**model_inputs(part)).logits, part["labels"]))
+    total, count = sums[0]
+    for more, tokens in sums[1:]:
+        total, count = total + more, count + tokens
+    return total, count
+
+
 @torch.no_grad()
 def held_out_loss(model: nn.Module, batches: Iterable[Batch]) -> float:
     """The response loss over every labelled token of `batches` (token-weighted, so it does
     not depend on how the rows are batched)."""
     total, count = 0.0, 0
     for batch in batches:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        part, tokens = _response_loss_sum(logits, batch["labels"])
+        part, tokens = _batch_loss_sum(model, batch)
         total, count = total + part.item(), count + int(tokens.item())
     return total / max(count, 1)
 

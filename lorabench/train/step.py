@@ -68,9 +68,11 @@ def accumulate(
     stop = min(start + cfg.grad_accum * cfg.batch_size, len(epoch.order))
     n_examples = stop - start
     totals, extra_total = [0.0] * len(runs), None
+    # A task may lay out training micro-batches its own way (padding-free NLG rows).
+    collate = getattr(task, "collate_train", task.collate)
     for offset in range(start, stop, cfg.batch_size):
         indices = epoch.order[offset : min(offset + cfg.batch_size, stop)]
-        losses, extra = forward(to_device(task.collate([data[i] for i in indices]), setup.device))
+        losses, extra = forward(to_device(collate([data[i] for i in indices]), setup.device))
         # Weight by size so accumulated micro-batches equal one large batch exactly.
         weight = len(indices) / n_examples
         ((losses if extra is None else losses + extra) * weight).sum().backward()

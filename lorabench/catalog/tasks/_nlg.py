@@ -29,6 +29,10 @@ class GenerationParams(TaskParams):
     eval_batch_size: int = Field(16, gt=0)
     # A JSONL file that each evaluation appends its prompts, completions and scores to.
     dump_generations: str | None = None
+    # Loss batches without padding where the model keeps packed examples apart, else padded
+    # rows in length groups; false: padded rows as before. The loss is the same either way
+    # (to rounding). Jobs that leave it unset keep their hash (task_params hash as given).
+    padding_free: bool = True
 
 
 class InstructionDataParams(GenerationParams):
