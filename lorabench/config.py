@@ -121,6 +121,10 @@ class JobConfig(_Numbers):
     batch_size: int = Field(gt=0)
     grad_accum: int = Field(1, gt=0)
     precision: Literal["fp32", "bf16"] = "fp32"
+    # The dtype the frozen base weights load in; trainable parameters (adapters, heads) and
+    # their optimizer state stay fp32 whatever it is. "auto": the checkpoint's own dtype
+    # (bf16 for a 16-bit checkpoint). A 16-bit base computes under bf16 autocast.
+    base_dtype: Literal["fp32", "bf16", "auto"] = "fp32"
     seed: int = Field(0, ge=0, le=SEED_MAX)
     max_length: int = Field(gt=0)
     train_size: int | None = Field(None, gt=0)
@@ -145,6 +149,11 @@ class JobConfig(_Numbers):
         build_task_params(self.task, self.task_params)
         if not self.targets:
             raise ValueError("field 'targets': at least one module pattern is needed")
+        if self.base_dtype == "bf16" and self.precision != "bf16":
+            raise ValueError(
+                "field 'base_dtype': a bf16 base computes in bf16; set precision = \"bf16\" "
+                'too (or base_dtype = "fp32")'
+            )
         return self
 
     def canonical_json(self, *, without: tuple[str, ...] = ()) -> str:
@@ -167,7 +176,7 @@ class JobConfig(_Numbers):
 
 # Fields added after databases existed, left out of the canonical JSON while at these values
 # (their defaults), so jobs planned before keep their hash and are not planned twice.
-_OMIT_AT_DEFAULT: dict[str, Any] = {"task_params": {}, "select_split": True}
+_OMIT_AT_DEFAULT: dict[str, Any] = {"task_params": {}, "select_split": True, "base_dtype": "fp32"}
 
 
 def _sha256(text: str) -> str:

@@ -325,12 +325,17 @@ def test_autocast_bf16_with_fp32_params(variant):
         assert p.grad is not None and p.grad.dtype == torch.float32
 
 
+@pytest.mark.parametrize(
+    ("base", "adapter"),
+    [(torch.bfloat16, torch.float32), (torch.float64, torch.float64)],
+    ids=["bf16", "fp64"],
+)
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_adapter_params_follow_base_dtype(variant):
-    model = mlp(dtype=torch.bfloat16)
+def test_adapter_params_are_fp32_master_weights_or_wider(variant, base, adapter):
+    model = mlp(dtype=base)
     inject(model, variant, targets=("0",), rank=2, alpha=4)
     for _, p in model[0].adapter_named_parameters():
-        assert p.dtype == torch.bfloat16 and p.device == model[0].base.weight.device
+        assert p.dtype == adapter and p.device == model[0].base.weight.device
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -31,6 +31,8 @@ AXIS_FLAGS = {
     "batch_size": "Batch size(s).",
     "grad_accum": "Gradient accumulation step(s).",
     "precision": "fp32 or bf16.",
+    "base_dtype": "dtype of the frozen base weights: fp32, bf16 (needs precision bf16) or auto "
+    "(the checkpoint's own); adapters and optimizer state stay fp32.",
     "schedule": "linear or cosine.",
     "max_length": "Maximum sequence length(s).",
     "train_size": "Training examples used.",
@@ -99,6 +101,7 @@ def plan_command(
     batch_size: Annotated[str | None, typer.Option(help=AXIS_FLAGS["batch_size"])] = None,
     grad_accum: Annotated[str | None, typer.Option(help=AXIS_FLAGS["grad_accum"])] = None,
     precision: Annotated[str | None, typer.Option(help=AXIS_FLAGS["precision"])] = None,
+    base_dtype: Annotated[str | None, typer.Option(help=AXIS_FLAGS["base_dtype"])] = None,
     schedule: Annotated[str | None, typer.Option(help=AXIS_FLAGS["schedule"])] = None,
     max_length: Annotated[str | None, typer.Option(help=AXIS_FLAGS["max_length"])] = None,
     train_size: Annotated[str | None, typer.Option(help=AXIS_FLAGS["train_size"])] = None,
@@ -137,8 +140,8 @@ def plan_command(
         "task": task, "model": model, "variant": variant, "lr": lr, "seed": seed, "rank": rank,
         "alpha": alpha, "dropout": dropout, "epochs": epochs, "max_steps": max_steps,
         "batch_size": batch_size, "grad_accum": grad_accum, "precision": precision,
-        "schedule": schedule, "max_length": max_length, "train_size": train_size,
-        "eval_size": eval_size, "select_split": select_split,
+        "base_dtype": base_dtype, "schedule": schedule, "max_length": max_length,
+        "train_size": train_size, "eval_size": eval_size, "select_split": select_split,
     }  # fmt: skip
     with user_errors():
         overrides = collect_overrides(flags, targets, set_ or [])

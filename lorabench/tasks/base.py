@@ -121,6 +121,8 @@ class TaskSettings:
     params: TaskParams = TaskParams()
     # Carve a `select` split out of the training data (off: train is what it was before).
     select_split: bool = True
+    # JobConfig.base_dtype: the dtype `load_model` loads the frozen base weights in.
+    base_dtype: str = "fp32"
 
 
 TaskFactory = Callable[[TaskSettings], Task]

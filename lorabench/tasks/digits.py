@@ -25,6 +25,7 @@ from torch import nn
 
 from lorabench.catalog.tasks.digits import DIGITS, EFFICIENTNET_LITE0, DigitsParams
 from lorabench.tasks.base import Batch, TaskSettings, register_task, split_name
+from lorabench.tasks.models import base_dtype
 from lorabench.tasks.selection import carve
 from lorabench.tasks.vision import PixelClassifierSteps, fixed_subset
 
@@ -198,7 +199,8 @@ class Digits(PixelClassifierSteps):
         }
 
     def load_model(self) -> nn.Module:
-        return build_lite0(self._weights, self.params.image_size, num_classes=10)
+        model = build_lite0(self._weights, self.params.image_size, num_classes=10)
+        return model.to(base_dtype(self.settings.base_dtype))
 
     def load(self, split: str) -> Sequence[dict[str, Any]]:
         indices = self.split_indices[split_name(split)]

@@ -20,7 +20,7 @@ from torch import nn
 from lorabench.catalog.tasks.embedded import BBC_NEWS
 from lorabench.tasks.base import Batch, Evaluation, TaskSettings, register_task, split_name
 from lorabench.tasks.metrics import classification_metrics
-from lorabench.tasks.models import resolve_model
+from lorabench.tasks.models import base_dtype, resolve_model
 from lorabench.tasks.selection import carve
 
 # The split is fixed, whatever the job's seed, so every job is scored on the same documents.
@@ -94,7 +94,9 @@ class BbcNews:
         logging.disable_progress_bar()
         try:
             return AutoModelForSequenceClassification.from_pretrained(
-                self._model_path, num_labels=len(self.label_names)
+                self._model_path,
+                num_labels=len(self.label_names),
+                dtype=base_dtype(self.settings.base_dtype, self._model_path),
             )
         finally:
             logging.set_verbosity(verbosity)

@@ -45,7 +45,7 @@ from lorabench.tasks.base import (
     split_name,
 )
 from lorabench.tasks.glue_metrics import score
-from lorabench.tasks.models import resolve_model
+from lorabench.tasks.models import base_dtype, resolve_model
 from lorabench.tasks.selection import carve
 from lorabench.tasks.sources import DataSourceError, load_split
 
@@ -104,6 +104,7 @@ class GlueTask:
         try:
             return AutoModelForSequenceClassification.from_pretrained(
                 self._model_path,
+                dtype=base_dtype(self.settings.base_dtype, self._model_path),
                 num_labels=spec.num_labels,
                 problem_type="regression" if spec.regression else "single_label_classification",
                 id2label=dict(enumerate(labels)),

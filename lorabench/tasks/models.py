@@ -1,4 +1,5 @@
-"""Resolve model names to local folders, so embedded models load without a hub."""
+"""Resolve model names to local folders, so embedded models load without a hub, and the dtype
+a job's frozen base weights load in."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from lorabench.catalog.tasks._models import MINILM, SMOLLM2
 
@@ -98,3 +100,28 @@ def resolve_model(name: str) -> str:
     finder = _EMBEDDED.get(name)
     path = finder() if finder else None
     return str(path) if path is not None else name
+
+
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def base_dtype(setting: str, model_path: str | None = None) -> Any:
+    """The torch dtype a job's base weights load in (`JobConfig.base_dtype`).
+
+    Passed explicitly to `from_pretrained`: transformers 5 otherwise loads a checkpoint in the
+    dtype it was saved in and 4.x in fp32, so results would follow the installed version.
+    "auto" reads the checkpoint's config: a 16-bit checkpoint (bf16, or fp16, which trains
+    unstably without loss scaling) loads as bf16, anything else as fp32.
+    """
+    import torch
+
+    if setting != "auto":
+        return getattr(torch, _DTYPES[setting])
+    saved = None
+    if model_path is not None:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model_path)
+        saved = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    name = str(saved).removeprefix("torch.")
+    return torch.bfloat16 if name in ("bfloat16", "float16") else torch.float32

@@ -46,7 +46,7 @@ from lorabench.catalog.tasks._nlg import (
 )
 from lorabench.tasks.base import Batch, Evaluation, TaskInfo, TaskSettings, split_name
 from lorabench.tasks.generation import ensure_pad_token, generate
-from lorabench.tasks.models import resolve_model
+from lorabench.tasks.models import base_dtype, resolve_model
 from lorabench.tasks.padding_free import (
     IGNORE_INDEX,
     group_rows,
@@ -160,7 +160,9 @@ class CausalLMTask:
         logging.set_verbosity_error()
         logging.disable_progress_bar()
         try:
-            return AutoModelForCausalLM.from_pretrained(self._model_path)
+            return AutoModelForCausalLM.from_pretrained(
+                self._model_path, dtype=base_dtype(self.settings.base_dtype, self._model_path)
+            )
         finally:
             logging.set_verbosity(verbosity)
 

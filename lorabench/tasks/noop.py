@@ -29,6 +29,7 @@ from torch import nn
 
 from lorabench.catalog.tasks.noop import NOOP, NOOP_MODEL, NoopParams
 from lorabench.tasks.base import Batch, Evaluation, TaskSettings, register_task, split_name
+from lorabench.tasks.models import base_dtype
 
 _WIDTH = 4
 _SELECT_SEED = 2**40  # above every job's data seed (seed * 2 + 1 < 2**33): never a job's data
@@ -51,6 +52,7 @@ class Noop:
         if settings.model != NOOP_MODEL:
             raise ValueError(f"task noop builds its own model; model must be {NOOP_MODEL!r}")
         self.info = NOOP
+        self.settings = settings
         self.params: NoopParams = settings.params  # type: ignore[assignment]
         eval_size = settings.eval_size or 4
         select_size = eval_size if settings.select_split else 0
@@ -63,7 +65,7 @@ class Noop:
         self.steps_this_attempt = 0
 
     def load_model(self) -> nn.Module:
-        return NoopModel()
+        return NoopModel().to(base_dtype(self.settings.base_dtype))
 
     def load(self, split: str) -> Sequence[dict[str, Any]]:
         split = split_name(split)

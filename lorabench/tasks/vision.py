@@ -54,7 +54,7 @@ from lorabench.tasks.base import (
     split_name,
 )
 from lorabench.tasks.metrics import classification_metrics
-from lorabench.tasks.models import resolve_model
+from lorabench.tasks.models import base_dtype, resolve_model
 from lorabench.tasks.selection import carve
 from lorabench.tasks.sources import DataSourceError, load_split
 
@@ -298,9 +298,10 @@ class ImageClassification(PixelClassifierSteps):
     def load_model(self) -> nn.Module:
         from transformers import AutoConfig, AutoTokenizer, CLIPModel, CLIPVisionModel
 
+        dtype = base_dtype(self.settings.base_dtype, self._model_path)
         with _quiet_transformers():
             if self.params.head == "linear":
-                vision = CLIPVisionModel.from_pretrained(self._model_path)
+                vision = CLIPVisionModel.from_pretrained(self._model_path, dtype=dtype)
                 return ClipLinearClassifier(vision, len(self.class_names))
             kind = AutoConfig.from_pretrained(self._model_path).model_type
             if kind != "clip":
@@ -309,7 +310,7 @@ class ImageClassification(PixelClassifierSteps):
                     "needs a full CLIP one (text tower and tokenizer), or set task_params "
                     "head='linear'"
                 )
-            clip = CLIPModel.from_pretrained(self._model_path)
+            clip = CLIPModel.from_pretrained(self._model_path, dtype=dtype)
             tokenizer = AutoTokenizer.from_pretrained(self._model_path)
         prompts = [self.params.prompt.replace("{}", name) for name in self.class_names]
         weights = prompt_embeddings(clip, tokenizer, prompts, self.settings.max_length)

@@ -90,9 +90,16 @@ def build_model(cfg: JobConfig) -> tuple[Task, torch.nn.Module, InjectReport]:
             eval_size=cfg.eval_size,
             params=build_task_params(cfg.task, cfg.task_params),
             select_split=cfg.select_split,
+            base_dtype=cfg.base_dtype,
         ),
     )
     model = task.load_model()
+    if cfg.precision != "bf16" and _has_16bit_parameters(model):
+        # Only base_dtype "auto" gets here (the config refuses bf16 with fp32 explicitly).
+        raise DeterministicFailure(
+            f"base_dtype 'auto' loaded {cfg.model!r} in its 16-bit dtype, which computes in "
+            'bf16: set precision = "bf16" (or base_dtype = "fp32")'
+        )
     injected = inject(
         model,
         cfg.variant,
@@ -104,7 +111,23 @@ def build_model(cfg: JobConfig) -> tuple[Task, torch.nn.Module, InjectReport]:
         trainable=task.head_modules,
         checkpoint_adapter=cfg.adapter_checkpointing,
     )
+    _trainable_in_fp32(model)
     return task, model, injected
+
+
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _has_16bit_parameters(model: torch.nn.Module) -> bool:
+    return any(p.dtype in _LOW_PRECISION for p in model.parameters())
+
+
+def _trainable_in_fp32(model: torch.nn.Module) -> None:
+    """Master weights: a 16-bit base's trainable heads (adapters are created in fp32) become
+    fp32, so optimizer updates far below a bf16 ulp accumulate; autocast computes in bf16."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype in _LOW_PRECISION:
+            param.data = param.data.float()
 
 
 def train_job(

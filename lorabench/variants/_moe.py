@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lorabench.variants.base import AdapterLinear
+from lorabench.variants.base import AdapterLinear, adapter_factory
 
 
 def split_ranks(rank: int, experts: int) -> list[int]:
@@ -145,7 +145,7 @@ class RoutedLoRALinear(AdapterLinear):
         ranks = self.make_expert_ranks()
         self.expert_ranks = ranks
         self.n_experts = len(ranks)
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory = adapter_factory(base)
         self.create_factors(sum(ranks), factory)
         owner = torch.repeat_interleave(torch.arange(self.n_experts), torch.tensor(ranks))
         # Derived from the shapes, so not persistent: expert of each rank column, and its s_i.

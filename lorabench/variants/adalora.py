@@ -53,6 +53,7 @@ from lorabench.variants.base import (
     PeftSettings,
     StepContext,
     VariantSpec,
+    adapter_factory,
     register,
 )
 from lorabench.variants.inject import adapter_layers
@@ -72,7 +73,7 @@ class AdaLoRALinear(AdapterLinear):
     def __init__(self, base: nn.Linear, **options: Any) -> None:
         super().__init__(base, **options)
         self.rank = rank = self.params.init_rank  # the job's rank is ignored (module docstring)
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory = adapter_factory(base)
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **factory))
         self.lora_E = nn.Parameter(torch.empty(rank, 1, **factory))
         self.lora_B = nn.Parameter(torch.empty(self.out_features, rank, **factory))

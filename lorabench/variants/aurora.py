@@ -32,7 +32,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lorabench.catalog.variants.aurora import VARIANT, AuroraParams
-from lorabench.variants.base import AdapterLinear, VariantSpec, init_lora_factors, register
+from lorabench.variants.base import (
+    AdapterLinear,
+    VariantSpec,
+    adapter_factory,
+    init_lora_factors,
+    register,
+)
 
 
 def spline_knots(params: AuroraParams) -> Tensor:
@@ -63,7 +69,7 @@ class AuroraLinear(AdapterLinear):
     def __init__(self, base: nn.Linear, **options: Any) -> None:
         super().__init__(base, **options)
         rank = self.rank
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory = adapter_factory(base)
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **factory))
         self.lora_B = nn.Parameter(torch.empty(self.out_features, rank, **factory))
         # Eq. (86): the intermediate r x r matrix C and the spline weights V_s.

@@ -105,7 +105,7 @@ class AdapterLinear(nn.Module):
             # Standalone layer of a sharing variant: it is its own group and owns the module.
             shared = type(self).make_shared(
                 [self.site], rank=rank, alpha=self.alpha, params=params,
-                device=base.weight.device, dtype=base.weight.dtype,
+                device=base.weight.device, dtype=adapter_dtype(base),
             )  # fmt: skip
             if shared is not None:
                 self.own_shared = shared
@@ -180,7 +180,7 @@ class AdapterLinear(nn.Module):
         if self.merged and self.disabled:
             # The base output without unmerging: take the merged delta back out of the weight.
             weight = self.base.weight
-            return F.linear(x, weight - self.merged_delta, self.base.bias)
+            return F.linear(x, (weight - self.merged_delta).to(weight.dtype), self.base.bias)
         if self.merged or self.disabled:
             return self.base(x)
         return self.adapted_forward(x)
@@ -203,8 +203,16 @@ class AdapterLinear(nn.Module):
         weight = self.base.weight
         # Kept: once merged, base.weight no longer holds W, so updates that depend on W
         # (DoRA, HiRA, DeLoRA) could not be recomputed for unmerge().
-        self.merged_delta = self.delta_weight().to(weight.dtype)
-        weight.add_(self.merged_delta)
+        delta = self.delta_weight()
+        if weight.dtype == adapter_dtype(self.base):
+            self.merged_delta = delta.to(weight.dtype)
+            weight.add_(self.merged_delta)
+        else:  # 16-bit base: W + delta formed in fp32 and rounded once
+            merged = (weight.to(delta.dtype) + delta).to(weight.dtype)
+            # The change actually made, in fp32, where the difference of two bf16 numbers is
+            # exact: unmerge() gives W back bit for bit (a merged layer holds this fp32 copy).
+            self.merged_delta = merged.to(delta.dtype) - weight.to(delta.dtype)
+            weight.copy_(merged)
         self.merged = True
 
     @torch.no_grad()
@@ -223,6 +231,17 @@ class AdapterLinear(nn.Module):
 
 
 Hook = Callable[..., Any]
+
+
+def adapter_dtype(base: nn.Linear) -> torch.dtype:
+    """The dtype of a variant's trainable parameters: fp32 master weights on a 16-bit base
+    (optimizer updates far below a bf16 ulp would otherwise round away), else the base's own."""
+    return torch.promote_types(base.weight.dtype, torch.float32)
+
+
+def adapter_factory(base: nn.Linear) -> dict[str, Any]:
+    """`device=` and `dtype=` for a variant's new parameters on `base`."""
+    return {"device": base.weight.device, "dtype": adapter_dtype(base)}
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ from lorabench.variants.base import (
     PeftSettings,
     PrepareContext,
     VariantSpec,
+    adapter_factory,
     register,
 )
 from lorabench.variants.inject import adapter_layers
@@ -43,7 +44,7 @@ class CordaLinear(LoRALinear):
 
     def __init__(self, base: nn.Linear, **options: Any) -> None:
         super().__init__(base, **options)
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory = adapter_factory(base)
         self.register_buffer("corda_A0", torch.zeros(self.rank, self.in_features, **factory))
         self.register_buffer("corda_B0", torch.zeros(self.out_features, self.rank, **factory))
 

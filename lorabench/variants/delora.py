@@ -36,7 +36,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lorabench.catalog.variants.delora import VARIANT, DeLoRAParams
-from lorabench.variants.base import AdapterLinear, PeftExport, PeftSettings, VariantSpec, register
+from lorabench.variants.base import (
+    AdapterLinear,
+    PeftExport,
+    PeftSettings,
+    VariantSpec,
+    adapter_factory,
+    register,
+)
 
 # PEFT's DeLoRA clamps the component norms at this value before dividing by them.
 NORM_EPS = 1e-4
@@ -50,7 +57,7 @@ class DeLoRALinear(AdapterLinear):
 
     def __init__(self, base: nn.Linear, **options: Any) -> None:
         super().__init__(base, **options)
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory = adapter_factory(base)
         rank = self.rank
         self.delora_A = nn.Parameter(torch.empty(rank, self.in_features, **factory))
         self.delora_B = nn.Parameter(torch.empty(self.out_features, rank, **factory))
@@ -59,7 +66,7 @@ class DeLoRALinear(AdapterLinear):
         self.register_buffer("delora_A0", torch.empty_like(self.delora_A), persistent=False)
         self.register_buffer("delora_B0", torch.empty_like(self.delora_B), persistent=False)
         # ||W||: the L2 norm of each input column of the pretrained weight (PEFT's choice).
-        w_norm = base.weight.detach().float().norm(dim=0).to(base.weight.dtype)
+        w_norm = base.weight.detach().float().norm(dim=0).to(factory["dtype"])
         self.register_buffer("delora_w_norm", w_norm, persistent=False)
         self.reset_adapter_parameters()
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lorabench.catalog.variants.denselora import VARIANT, DenseLoRAParams
-from lorabench.variants.base import AdapterLinear, Site, VariantSpec, register
+from lorabench.variants.base import AdapterLinear, Site, VariantSpec, adapter_factory, register
 from lorabench.variants.rasa import GroupKey, SiteGroups, group_sites
 
 
@@ -48,7 +48,7 @@ class DenseLoRALinear(AdapterLinear):
 
     def __init__(self, base: nn.Linear, **options: Any) -> None:
         super().__init__(base, **options)
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory = adapter_factory(base)
         self.lora_C = nn.Parameter(torch.empty(self.rank, self.rank, **factory))
         group, _ = self.shared.locate(self.site)
         # A plain reference, like `shared`: the group's parameters are registered once.

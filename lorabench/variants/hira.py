@@ -14,6 +14,7 @@ from lorabench.variants.base import (
     PeftExport,
     PeftSettings,
     VariantSpec,
+    adapter_factory,
     init_lora_factors,
     register,
 )
@@ -27,7 +28,7 @@ class HiRALinear(AdapterLinear):
 
     def __init__(self, base: nn.Linear, **options: Any) -> None:
         super().__init__(base, **options)
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory = adapter_factory(base)
         self.hira_A = nn.Parameter(torch.empty(self.rank, self.in_features, **factory))
         self.hira_B = nn.Parameter(torch.empty(self.out_features, self.rank, **factory))
         self.reset_adapter_parameters()

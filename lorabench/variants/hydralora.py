@@ -25,7 +25,13 @@ from torch import Tensor, nn
 
 from lorabench.catalog.variants.hydralora import VARIANT, HydraLoRAParams
 from lorabench.variants._moe import kaiming_uniform_, route
-from lorabench.variants.base import AdapterLinear, VariantSpec, init_lora_factors, register
+from lorabench.variants.base import (
+    AdapterLinear,
+    VariantSpec,
+    adapter_factory,
+    init_lora_factors,
+    register,
+)
 
 
 class HydraLoRALinear(AdapterLinear):
@@ -38,7 +44,7 @@ class HydraLoRALinear(AdapterLinear):
     def __init__(self, base: nn.Linear, **options: Any) -> None:
         super().__init__(base, **options)
         heads, rank = self.params.heads, self.rank
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory = adapter_factory(base)
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **factory))
         self.lora_B = nn.Parameter(torch.empty(self.out_features, heads * rank, **factory))
         self.lora_router = nn.Parameter(torch.empty(heads, self.in_features, **factory))

@@ -10,7 +10,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lorabench.variants.base import AdapterLinear, Site, build_params, get_variant
+from lorabench.variants.base import (
+    AdapterLinear,
+    Site,
+    adapter_factory,
+    build_params,
+    get_variant,
+)
 
 # Where inject() registers a sharing variant's parameters, once, on the model's root.
 SHARED_ATTR = "adapter_shared"
@@ -144,9 +150,9 @@ def inject(
         Site(n, n.rpartition(".")[2], modules[n].in_features, modules[n].out_features)
         for n in to_wrap
     ]
-    first = modules[to_wrap[0]].weight
+    first = modules[to_wrap[0]]
     shared = spec.layer_cls.make_shared(
-        sites, rank=rank, alpha=alpha, params=hyper, device=first.device, dtype=first.dtype
+        sites, rank=rank, alpha=alpha, params=hyper, **adapter_factory(first)
     )
     if shared is not None:
         if hasattr(model, SHARED_ATTR):

@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lorabench.catalog.variants.loha import VARIANT, LoHAParams
-from lorabench.variants.base import AdapterLinear, PeftExport, PeftSettings, VariantSpec, register
+from lorabench.variants.base import (
+    AdapterLinear,
+    PeftExport,
+    PeftSettings,
+    VariantSpec,
+    adapter_factory,
+    register,
+)
 
 
 class LoHALinear(AdapterLinear):
@@ -24,7 +31,7 @@ class LoHALinear(AdapterLinear):
 
     def __init__(self, base: nn.Linear, **options: Any) -> None:
         super().__init__(base, **options)
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory = adapter_factory(base)
         out_f, in_f, rank = self.out_features, self.in_features, self.rank
         self.hada_w1_a = nn.Parameter(torch.empty(out_f, rank, **factory))
         self.hada_w1_b = nn.Parameter(torch.empty(rank, in_f, **factory))

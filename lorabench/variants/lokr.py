@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lorabench.catalog.variants.lokr import VARIANT, LoKrParams
-from lorabench.variants.base import AdapterLinear, PeftExport, PeftSettings, VariantSpec, register
+from lorabench.variants.base import (
+    AdapterLinear,
+    PeftExport,
+    PeftSettings,
+    VariantSpec,
+    adapter_factory,
+    register,
+)
 
 # PEFT builds LoKr's second Kronecker factor as one full matrix when its r is at least half that
 # factor's larger side; the export asks for this r so every layer gets the full factor C.
@@ -35,7 +42,7 @@ class LoKrLinear(AdapterLinear):
 
     def __init__(self, base: nn.Linear, **options: Any) -> None:
         super().__init__(base, **options)
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory = adapter_factory(base)
         k = self.params.k
         self.in_d, self.out_d = (
             small_factor(self.in_features, k),

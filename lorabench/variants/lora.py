@@ -14,6 +14,7 @@ from lorabench.variants.base import (
     PeftExport,
     PeftSettings,
     VariantSpec,
+    adapter_factory,
     init_lora_factors,
     register,
 )
@@ -28,7 +29,7 @@ class LoRALinear(AdapterLinear):
     def __init__(self, base: nn.Linear, **options: Any) -> None:
         super().__init__(base, **options)
         rank = self.rank
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory = adapter_factory(base)
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **factory))
         self.lora_B = nn.Parameter(torch.empty(self.out_features, rank, **factory))
         self.reset_adapter_parameters()

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lorabench.catalog.variants.melora import VARIANT, MeLoRAParams
-from lorabench.variants.base import AdapterLinear, VariantSpec, register
+from lorabench.variants.base import AdapterLinear, VariantSpec, adapter_factory, register
 
 
 def split_sizes(total: int, parts: int) -> list[int]:
@@ -42,7 +42,7 @@ class MeLoRALinear(AdapterLinear):
         self.in_sizes = split_sizes(self.in_features, self.num_blocks)
         self.out_sizes = split_sizes(self.out_features, self.num_blocks)
         self.even = len(set(self.in_sizes)) == 1 and len(set(self.out_sizes)) == 1
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory = adapter_factory(base)
         self.lora_A = nn.Parameter(torch.empty(self.rank, self.in_features, **factory))
         self.lora_B = nn.Parameter(torch.empty(self.out_features, self.rank, **factory))
         self.reset_adapter_parameters()

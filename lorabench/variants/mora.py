@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lorabench.catalog.variants.mora import VARIANT, MoRAParams
-from lorabench.variants.base import AdapterLinear, VariantSpec, register
+from lorabench.variants.base import AdapterLinear, VariantSpec, adapter_factory, register
 
 
 def mora_rank(in_features: int, out_features: int, rank: int, compression: str = "rope") -> int:
@@ -59,9 +59,7 @@ class MoRALinear(AdapterLinear):
         n_in, n_out = self.in_features, self.out_features
         self.mora_rank = r_hat = mora_rank(n_in, n_out, self.rank, self.params.compression)
         self.n_blocks = k = -(-n_in // r_hat)
-        self.mora_M = nn.Parameter(
-            torch.empty(r_hat, r_hat, device=device, dtype=base.weight.dtype)
-        )
+        self.mora_M = nn.Parameter(torch.empty(r_hat, r_hat, **adapter_factory(base)))
         # Fixed index maps of the compression / decompression operators (not saved: derived).
         in_index = torch.arange(k * r_hat, device=device) % n_in
         width = k * r_hat if self.params.compression == "rope" else r_hat

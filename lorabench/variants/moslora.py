@@ -16,7 +16,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lorabench.catalog.variants.moslora import VARIANT, MoSLoRAParams
-from lorabench.variants.base import AdapterLinear, VariantSpec, init_lora_factors, register
+from lorabench.variants.base import (
+    AdapterLinear,
+    VariantSpec,
+    adapter_factory,
+    init_lora_factors,
+    register,
+)
 
 
 class MoSLoRALinear(AdapterLinear):
@@ -28,7 +34,7 @@ class MoSLoRALinear(AdapterLinear):
     def __init__(self, base: nn.Linear, **options: Any) -> None:
         super().__init__(base, **options)
         rank = self.rank
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory = adapter_factory(base)
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **factory))
         self.lora_mixer = nn.Parameter(torch.empty(rank, rank, **factory))
         self.lora_B = nn.Parameter(torch.empty(self.out_features, rank, **factory))

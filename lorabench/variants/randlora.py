@@ -33,6 +33,7 @@ from lorabench.variants.base import (
     SharedParameters,
     Site,
     VariantSpec,
+    adapter_factory,
     register,
 )
 
@@ -120,7 +121,7 @@ class RandLoRALinear(AdapterLinear):
         )
         # Bases the layer would have without the cap U: the stride of the pool pairing.
         self.full_bases = count_bases(self.in_features, self.out_features, self.basis_rank)
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory = adapter_factory(base)
         self.randlora_lambda = nn.Parameter(torch.empty(self.basis_rank, self.num_bases, **factory))
         self.randlora_gamma = nn.Parameter(torch.empty(self.num_bases, self.min_dim, **factory))
         self.reset_adapter_parameters()

@@ -20,7 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lorabench.catalog.variants.rasa import VARIANT, RaSAParams
-from lorabench.variants.base import AdapterLinear, SharedParameters, Site, VariantSpec, register
+from lorabench.variants.base import (
+    AdapterLinear,
+    SharedParameters,
+    Site,
+    VariantSpec,
+    adapter_factory,
+    register,
+)
 
 GroupKey = tuple[str, int, int]
 
@@ -122,7 +129,7 @@ class RaSALinear(AdapterLinear):
     def __init__(self, base: nn.Linear, **options: Any) -> None:
         super().__init__(base, **options)
         self.local_rank = self.rank - self.params.shared_rank
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory = adapter_factory(base)
         if self.local_rank > 0:
             self.lora_A = nn.Parameter(torch.empty(self.local_rank, self.in_features, **factory))
             self.lora_B = nn.Parameter(torch.empty(self.out_features, self.local_rank, **factory))

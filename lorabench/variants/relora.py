@@ -43,7 +43,10 @@ class ReLoRALinear(LoRALinear):
         if self.merged:
             raise ValueError("relora adapter is merged for export; unmerge before training on")
         weight = self.base.weight
-        weight.add_(self.delta_weight().to(weight.dtype))
+        delta = self.delta_weight()
+        # Summed in the adapter's dtype and rounded once (a 16-bit base loses the part of the
+        # update below half an ulp of W; documented in docs/DESIGN.md, "Base precision").
+        weight.copy_((weight.to(delta.dtype) + delta).to(weight.dtype))
         # Drawn from the CPU generator whatever the device: the trainer checkpoints that
         # generator's state, so a resumed job re-draws the same A.
         bound = 1.0 / math.sqrt(self.in_features)

@@ -17,6 +17,7 @@ from lorabench.variants.base import (
     SharedParameters,
     Site,
     VariantSpec,
+    adapter_factory,
     register,
 )
 
@@ -48,7 +49,7 @@ class VeRALinear(AdapterLinear):
 
     def __init__(self, base: nn.Linear, **options: Any) -> None:
         super().__init__(base, **options)
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        factory = adapter_factory(base)
         # Eq. (25): the only trainable parameters, the diagonals of Lambda_d and Lambda_b.
         self.vera_lambda_d = nn.Parameter(torch.empty(self.rank, **factory))
         self.vera_lambda_b = nn.Parameter(torch.empty(self.out_features, **factory))
