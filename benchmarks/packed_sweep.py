@@ -5,6 +5,7 @@ data, train, evaluate); packed trains the 8 jobs in one `train_packed` call (`wo
 Both run in this process, one after the other, on the same machine and settings.
 
     python benchmarks/packed_sweep.py [--setting encoder,smollm2,eval-only] [--device cpu] [--json]
+        [--out FILE]
 
 Packed jobs are also scored together (`train.fanout`): "eval-only" times that part alone.
 """
@@ -40,6 +41,8 @@ SETTINGS = {
     "smollm2-eval": {"task": "gsm8k-mini", "variant": "lora", "seed": 0, "batch_size": 4,
                      "max_length": 128, "max_steps": 10, "eval_size": 16,
                      "task_params": {"max_new_tokens": 64}},
+    # The trainer's own overhead on a model that computes nothing (gpu_check --smoke).
+    "noop": {"task": "noop", "variant": "lora", "seed": 0, "max_steps": 5},
 }  # fmt: skip
 
 
@@ -122,11 +125,15 @@ def main() -> None:
     parser.add_argument("--setting", default="encoder,encoder-bs2,smollm2,smollm2-eval,eval-only")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--out", help="also write the rows to this file, each as it is measured")
     args = parser.parse_args()
-    results = [
-        measure_evaluation(args.device) if s == "eval-only" else measure(s, args.device)
-        for s in args.setting.split(",")
-    ]
+    results = []
+    for s in args.setting.split(","):
+        results.append(
+            measure_evaluation(args.device) if s == "eval-only" else measure(s, args.device)
+        )
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=1))
     if args.json:
         print(json.dumps(results))
         return

@@ -18,12 +18,13 @@ by the device's dense bf16 peak (`--peak-tflops`, 989 for an H100/H200 SXM).
 
     python benchmarks/step_throughput.py [--setting encoder|smollm2|llama-1b|llama-3b|llama-8b]
         [--pack 8] [--batch B] [--length T] [--steps 4] [--device cuda] [--precision bf16]
-        [--modes eager,compiled] [--profile]
+        [--modes eager,compiled] [--profile] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -39,6 +40,7 @@ SETTINGS = {
     "llama-1b": {"task": "gsm8k-mini", "batch_size": 4, "max_length": 512},
     "llama-3b": {"task": "gsm8k-mini", "batch_size": 4, "max_length": 512},
     "llama-8b": {"task": "gsm8k-mini", "batch_size": 2, "max_length": 512},
+    "llama-tiny": {"task": "gsm8k-mini", "batch_size": 2, "max_length": 64},
 }
 # The published architectures (config.json of meta-llama/Llama-3.2-1B, -3B, Llama-3.1-8B).
 LLAMA = {
@@ -49,6 +51,10 @@ LLAMA = {
     "llama-8b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
                  "num_attention_heads": 32, "num_key_value_heads": 8,
                  "tie_word_embeddings": False},
+    # The same kinds of layer at a size the CPU steps through in milliseconds (gpu_check --smoke).
+    "llama-tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                   "num_attention_heads": 4, "num_key_value_heads": 2,
+                   "tie_word_embeddings": False},
 }  # fmt: skip
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -84,6 +90,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--modes", default="eager,compiled")
     parser.add_argument("--peak-tflops", type=float, default=989.0)
+    parser.add_argument("--json", help="also write the rows to this file, each as it is measured")
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -108,8 +115,9 @@ def run(args: argparse.Namespace, values: dict) -> None:
     from lorabench.train.loop import autocast_for, build_model
     from lorabench.train.packed import _Bound
 
+    # A bf16 run keeps the frozen base in bf16 too (the paper's setting; fp32 adapters).
     config = resolve_job({**values, "variant": args.variant, "lr": 1e-4, "seed": 0,
-                          "precision": args.precision})  # fmt: skip
+                          "precision": args.precision, "base_dtype": args.precision})  # fmt: skip
     task, model, _ = build_model(config)
     model.to(args.device)
     for module in model.modules():
@@ -175,11 +183,21 @@ def run(args: argparse.Namespace, values: dict) -> None:
     print("| mode | first call s | median s (K jobs) | tokens/s | MFU |")
     print("|---|--:|--:|--:|--:|")
     medians = {}
+    record = {"setting": args.setting, "variant": args.variant, "pack": args.pack,
+              "batch": config.batch_size, "length": batch["input_ids"].shape[1],
+              "precision": args.precision, "device": device, "parameters_b": size,
+              "modes": {}}  # fmt: skip
     for label, fn in modes.items():
         first, medians[label] = timed(fn)
-        mfu = f"{flops / medians[label] / (args.peak_tflops * 1e12):.1%}" if cuda else "—"
-        print(f"| {label} | {first:.1f} | {medians[label]:.3f} | "
-              f"{tokens / medians[label]:,.0f} | {mfu} |")  # fmt: skip
+        mfu = flops / medians[label] / (args.peak_tflops * 1e12) if cuda else None
+        print(f"| {label} | {first:.1f} | {medians[label]:.3f} | {tokens / medians[label]:,.0f} "
+              f"| {'—' if mfu is None else f'{mfu:.1%}'} |")  # fmt: skip
+        record["modes"][label] = {"first_s": first, "median_s": medians[label],
+                                  "tokens_per_s": tokens / medians[label], "mfu": mfu}  # fmt: skip
+        if cuda:
+            record["peak_gib"] = torch.cuda.max_memory_allocated(args.device) / 2**30
+        if args.json:
+            Path(args.json).write_text(json.dumps(record, indent=1))
     if cuda:
         print(f"peak memory {torch.cuda.max_memory_allocated(args.device) / 2**30:.1f} GiB")
     if args.profile:
