@@ -104,3 +104,36 @@ def test_a_pack_on_the_device_trains_each_job_as_it_trains_alone(variant, device
         assert isinstance(together, TrainResult), together
         alone = train_job(config, tmp_path / f"solo-{i}", device=str(device))
         assert _curve(together) == pytest.approx(_curve(alone), rel=5e-5, abs=5e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_padding_free_rows_give_the_padded_loss_and_gradients_on_the_device(
+    dtype, device, tmp_path_factory
+):
+    """The tiny Llama of test_nlg with a LoRA, on the device: packed rows (SDPA with packed
+    position ids, or flash-attention's varlen path on CUDA) against padded rows."""
+    from test_nlg import PlainTask, make_tiny_lm, settings
+
+    task = PlainTask(settings(make_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))))
+    model = task.load_model().to(dtype)
+    inject(model, "lora", targets=["q_proj", "v_proj", "down_proj"], rank=4, alpha=8.0)
+    randomise(model, seed=1, scale=0.05)
+    model.to(device).train()
+    examples = task.encode_pairs([("two", "4"), ("two plus two plus two plus one", "four"),
+                                  ("one", ""), ("three plus one", "four is 4")])  # fmt: skip
+    results = []
+    for batch in (task.collate(examples), task.collate_train(examples)):
+        model.zero_grad(set_to_none=True)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = task.loss(model, batch)
+        loss.backward()
+        grads = {n: p.grad.float().cpu() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((loss.item(), grads))
+    (padded, padded_grads), (packed, packed_grads) = results
+    assert "position_ids" in task.collate_train(examples)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    assert abs(packed - padded) <= tolerance * max(1.0, abs(padded))
+    for name, grad in padded_grads.items():
+        scale = max(1.0, grad.abs().max().item())
+        assert (packed_grads[name] - grad).abs().max().item() <= tolerance * scale, name
