@@ -372,6 +372,54 @@ def test_evaluate_scores_the_generated_completions(tiny_lm, tmp_path):
     assert {r["evaluation"] for r in rows} == {1}
 
 
+@pytest.mark.parametrize("extraction", ["both", "lm-eval"])
+def test_evaluate_reports_the_harness_reading_against_the_whole_solution(
+    tiny_lm, tmp_path, extraction
+):
+    """task_params extraction: the harness's exact match of the very completions dumped,
+    against GSM8K's whole solution text (`reference`)."""
+    from lorabench.tasks.gsm8k import accuracy, extract_answer
+    from lorabench.tasks.gsm8k_lm_eval import lm_eval_accuracy, lm_eval_correct
+
+    dump = tmp_path / "gens.jsonl"
+    task = Gsm8k(
+        settings(
+            tiny_lm,
+            eval_data=str(gsm8k_hub_folder(tmp_path)),
+            max_new_tokens=6,
+            dump_generations=str(dump),
+            extraction=extraction,
+        )
+    )
+    evaluation = task.evaluate(task.load_model(), [task.collate_eval(task.load("validation"))])
+    rows = [json.loads(line) for line in dump.read_text().splitlines()][:-1]
+    assert [r["reference"] for r in rows] == [r["answer"] for r in GSM8K_ROWS]
+    completions, references = [r["completion"] for r in rows], [r["reference"] for r in rows]
+    harness = {
+        "accuracy_lm_eval_strict": lm_eval_accuracy(completions, references, "strict"),
+        "accuracy_lm_eval_flexible": lm_eval_accuracy(completions, references, "flexible"),
+    }
+    if extraction == "both":
+        golds = [r["gold"] for r in rows]
+        ours = {
+            "accuracy_strict": accuracy(completions, golds, "strict"),
+            "accuracy_flexible": accuracy(completions, golds, "flexible"),
+        }
+        assert evaluation.scores == {**ours, **harness}
+        assert evaluation.outcomes["correct"] == [  # lorabench's strict reading stays primary
+            extract_answer(c, "strict") == g for c, g in zip(completions, golds, strict=True)
+        ]
+    else:
+        assert evaluation.scores == {
+            "accuracy_strict": harness["accuracy_lm_eval_strict"],
+            "accuracy_flexible": harness["accuracy_lm_eval_flexible"],
+            **harness,
+        }
+        assert evaluation.outcomes["correct"] == [
+            lm_eval_correct(c, r, "strict") for c, r in zip(completions, references, strict=True)
+        ]
+
+
 # --- task definitions -----------------------------------------------------------------------
 
 

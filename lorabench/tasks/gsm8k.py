@@ -14,18 +14,43 @@ responses are rewritten to end with exactly one "#### N" line (`to_strict_format
 trained model states its answer the way the strict metric reads it. GSM8K's calculator
 annotations ("<<48/2=24>>") are removed from training responses: they are not reasoning.
 
-Metrics, both reported: `accuracy_strict` reads the number after the first "####"
-(lm-evaluation-harness's "strict-match"); `accuracy_flexible` reads the last number in the
-completion ("flexible-extract"). The primary metric is `accuracy_strict`: the model was
-trained to end with "#### N", so the strict reading is its stated answer, whereas the last
-number may be an intermediate result of an unfinished solution that happens to be right.
-MetaMath's own GSM8K script likewise reads the marked answer ("The answer is: N"); the paper
-does not say how it extracts answers.
+Metrics, both reported: `accuracy_strict` reads the number after the first "####";
+`accuracy_flexible` reads the last number in the completion. The primary metric is
+`accuracy_strict`: the model was trained to end with "#### N", so the strict reading is its
+stated answer, whereas the last number may be an intermediate result of an unfinished solution
+that happens to be right. MetaMath's own GSM8K script likewise reads the marked answer ("The
+answer is: N"); the paper does not say how it extracts answers.
+
+Two readings, chosen by `task_params.extraction`:
+- "lorabench" (the default) compares NUMBERS: the extracted text and the gold "#### N" are both
+  parsed (`normalize_number`: `$`, spaces, thousands commas and a final period dropped, then an
+  exact decimal), so "18.00" is 18. Strict allows any spacing, a `$` and a sign after "####".
+- "lm-eval" is lm-evaluation-harness's gsm8k task exactly (`gsm8k_lm_eval` re-states its
+  regexes and says which release): "strict-match" takes `#### (-?[0-9.,]+)` with exactly one
+  space after the marker, "flexible-extract" the last match of `(-?[$0-9.,]{2,})|(-?[0-9]+)`,
+  "[invalid]" when nothing matches, and exact_match compares STRINGS after deleting commas,
+  `$`, everything up to the last "#### " and a final period, lower-cased, against the whole
+  gold solution so normalised. `accuracy_strict`/`_flexible` (and the primary metric, and the
+  per-problem outcomes) are then the harness's, repeated as `accuracy_lm_eval_strict`/`_flexible`.
+- "both" keeps lorabench's reading primary and records the harness's beside it as
+  `accuracy_lm_eval_strict`/`_flexible`: one trained job, both numbers.
+Where they differ (completion against gold 18, 1200, 5 ...: lorabench's reading / the harness's):
+- strict "####18": 18 / "[invalid]" (the harness needs exactly one space after "####");
+- strict "#### $1,200": 1200 / "[invalid]" (its number class has no `$`); flexible reads
+  "$1,200" in both, which the harness normalises to "1200": right in both;
+- flexible "answer: 5.00": 5 / "5.00", which is not "5": right / wrong;
+- likewise "#### 18.00", "#### -0" and "#### 2.50" against 18, 0 and 2.5, and flexible ".5"
+  against 0.5: equal numbers, different strings; "#### 7.5.5": 7.5 / "7.5.5"; flexible
+  "... is 10..." (an ellipsis): 10 / "10.." (only the final period is dropped).
+`tests/test_gsm8k_lm_eval.py` holds the table of cases, each worked out by hand from the
+harness's regexes.
 
 Select split (see nlg.py), scored like test by generation: `gsm8k` holds out 200 MetaMathQA
 rows (a fixed draw; those whose final answer is not a plain number, e.g. MATH's "\\frac{1}{2}",
 stay held out but are not scored); `gsm8k-mini` holds out 100 of its 1,000 training problems.
-Outcomes: `correct` per test problem, by the strict reading.
+The harness's reading compares a select completion with the held-out training response in its
+"#### N" form, as it compares a test completion with GSM8K's whole solution.
+Outcomes: `correct` per test problem, by the primary metric's reading (strict).
 """
 
 from __future__ import annotations
@@ -41,6 +66,7 @@ from typing import Any, Literal
 
 from lorabench.catalog.tasks.gsm8k import GSM8K, GSM8K_MINI, Gsm8kMiniParams, Gsm8kParams
 from lorabench.tasks.base import TaskSettings, register_task
+from lorabench.tasks.gsm8k_lm_eval import lm_eval_accuracy, lm_eval_correct
 from lorabench.tasks.nlg import CausalLMTask
 from lorabench.tasks.sources import DataSourceError, load_split
 
@@ -141,7 +167,8 @@ def to_strict_format(response: str) -> str:
 
 
 def gsm8k_records(rows: Sequence[Mapping[str, Any]], task: CausalLMTask, source: str) -> list:
-    """Evaluation records of GSM8K rows (fields question, answer): prompt and gold number."""
+    """Evaluation records of GSM8K rows (fields question, answer): prompt, gold number, and
+    the whole solution as `reference` (what lm-evaluation-harness compares against)."""
     records = []
     for i, row in enumerate(rows):
         if "question" not in row or "answer" not in row:
@@ -149,24 +176,44 @@ def gsm8k_records(rows: Sequence[Mapping[str, Any]], task: CausalLMTask, source:
         gold = extract_answer(str(row["answer"]), "strict")
         if gold is None:
             raise DataSourceError(f"{source}: row {i}: the answer has no '#### N' final number")
-        records.append({"prompt": task.format_prompt(str(row["question"])), "gold": gold})
+        prompt = task.format_prompt(str(row["question"]))
+        records.append({"prompt": prompt, "gold": gold, "reference": str(row["answer"])})
     return records
 
 
 class Gsm8kScoring:
-    """Scoring shared by both GSM8K tasks."""
+    """Scoring shared by both GSM8K tasks, by the job's `task_params.extraction`."""
+
+    params: Gsm8kParams | Gsm8kMiniParams
 
     def score(self, records: Sequence[dict[str, Any]], completions: Sequence[str]) -> dict:
         golds = [r["gold"] for r in records]
-        return {
+        ours = {
             "accuracy_strict": accuracy(completions, golds, "strict"),
             "accuracy_flexible": accuracy(completions, golds, "flexible"),
         }
+        extraction = self.params.extraction
+        if extraction == "lorabench":
+            return ours
+        references = [r["reference"] for r in records]
+        harness = {
+            "accuracy_lm_eval_strict": lm_eval_accuracy(completions, references, "strict"),
+            "accuracy_lm_eval_flexible": lm_eval_accuracy(completions, references, "flexible"),
+        }
+        if extraction == "both":
+            return {**ours, **harness}
+        return {
+            "accuracy_strict": harness["accuracy_lm_eval_strict"],
+            "accuracy_flexible": harness["accuracy_lm_eval_flexible"],
+            **harness,
+        }
 
     def correct(self, records: Sequence[dict[str, Any]], completions: Sequence[str]) -> list:
-        """Right or wrong by the strict reading (the primary metric), per record."""
-        return [extract_answer(c, "strict") == normalize_number(r["gold"])
-                for r, c in zip(records, completions, strict=True)]  # fmt: skip
+        """Right or wrong by the primary metric's reading (strict), per record."""
+        pairs = zip(records, completions, strict=True)
+        if self.params.extraction == "lm-eval":
+            return [lm_eval_correct(c, r["reference"], "strict") for r, c in pairs]
+        return [extract_answer(c, "strict") == normalize_number(r["gold"]) for r, c in pairs]
 
 
 # --- gsm8k: the paper's setup ----------------------------------------------------------------
@@ -191,7 +238,8 @@ class Gsm8k(Gsm8kScoring, CausalLMTask):
             # The whole final answer must be a number: MATH's 2\sqrt{3} must not read as 2.
             gold = normalize_number(response.rsplit("####", 1)[-1]) if "####" in response else None
             if gold is not None:
-                records.append({"prompt": self.format_prompt(query), "gold": gold})
+                prompt = self.format_prompt(query)
+                records.append({"prompt": prompt, "gold": gold, "reference": response})
         return records
 
 
