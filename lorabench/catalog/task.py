@@ -47,6 +47,15 @@ class TaskDefaults:
     weight_decay: float = 0.0
 
 
+@dataclass(frozen=True)
+class HubDataset:
+    """A dataset a task reads: `datasets.load_dataset(name, config)` (a hub name, or a local
+    path as the user gave it)."""
+
+    name: str
+    config: str | None = None
+
+
 class TaskParams(BaseModel):
     """A task's own settings (data source, generation length ...), given as `task_params`.
 
@@ -55,6 +64,11 @@ class TaskParams(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def hub_datasets(self, task: str) -> tuple[HubDataset, ...]:
+        """The datasets task `task` reads with these params, which `lorabench fetch` caches
+        ahead of time; none by default (embedded data, or data that ships in a package)."""
+        return ()
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from lorabench.catalog.task import TaskDefaults, TaskParams
+from lorabench.catalog.task import HubDataset, TaskDefaults, TaskParams
 
 # Every projection of a Llama block, as the LoRA-GA and PiSSA MetaMathQA recipes adapt.
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -47,3 +47,6 @@ class InstructionDataParams(GenerationParams):
     data_split: str = "train"
     query_field: str = "query"
     response_field: str = "response"
+
+    def hub_datasets(self, task: str) -> tuple[HubDataset, ...]:
+        return (HubDataset(self.data, self.data_config),)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lorabench.catalog.task import TaskDefaults, TaskInfo, TaskParams
+from lorabench.catalog.task import HubDataset, TaskDefaults, TaskInfo, TaskParams
 
 ROBERTA_BASE = "FacebookAI/roberta-base"
 GLUE = "nyu-mll/glue"
@@ -73,6 +73,10 @@ class GlueParams(TaskParams):
     # The dataset config to read; None: the subtask's GLUE name (cola, mnli ...). A plain
     # folder of train/validation files has one config, "default".
     config: str | None = None
+
+    def hub_datasets(self, task: str) -> tuple[HubDataset, ...]:
+        spec = next(spec for spec in SPECS if task_name(spec) == task)
+        return (HubDataset(self.data, self.config or spec.config),)
 
 
 def task_name(spec: GlueSpec) -> str:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from lorabench.catalog.task import MetricSpec, TaskDefaults, TaskInfo
+from lorabench.catalog.task import HubDataset, MetricSpec, TaskDefaults, TaskInfo
 from lorabench.catalog.tasks._models import SMOLLM2
 from lorabench.catalog.tasks._nlg import (
     LLAMA_TARGETS,
@@ -35,6 +35,9 @@ class Gsm8kParams(InstructionDataParams):
     max_new_tokens: int = Field(512, gt=0)
     eval_batch_size: int = Field(32, gt=0)
     extraction: Extraction = "lorabench"
+
+    def hub_datasets(self, task: str) -> tuple[HubDataset, ...]:
+        return (*super().hub_datasets(task), HubDataset(self.eval_data, self.eval_config))
 
 
 class Gsm8kMiniParams(GenerationParams):

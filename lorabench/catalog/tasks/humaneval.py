@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from lorabench.catalog.task import TaskDefaults, TaskInfo
+from lorabench.catalog.task import HubDataset, TaskDefaults, TaskInfo
 from lorabench.catalog.tasks._models import SMOLLM2
 from lorabench.catalog.tasks._nlg import (
     LLAMA_TARGETS,
@@ -47,6 +47,10 @@ class HumanEvalParams(_CodeEvalParams, InstructionDataParams):
     eval_split: str = "test"
     max_new_tokens: int = Field(512, gt=0)
     eval_batch_size: int = Field(16, gt=0)
+
+    def hub_datasets(self, task: str) -> tuple[HubDataset, ...]:
+        own = super().hub_datasets(task)
+        return own if self.eval_data is None else (*own, HubDataset(self.eval_data))
 
 
 class HumanEvalMiniParams(_CodeEvalParams):

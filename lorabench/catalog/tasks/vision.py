@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import create_model, field_validator
 
-from lorabench.catalog.task import TaskDefaults, TaskInfo, TaskParams
+from lorabench.catalog.task import HubDataset, TaskDefaults, TaskInfo, TaskParams
 
 CLIP_VIT_B16 = "openai/clip-vit-base-patch16"
 # LoRAFactory's `--replace-modules vision_model`: every Linear of the vision tower.
@@ -72,6 +72,9 @@ class ImageTaskParams(TaskParams):
         if "{}" not in prompt:
             raise ValueError("must contain {} where the class name goes")
         return prompt
+
+    def hub_datasets(self, task: str) -> tuple[HubDataset, ...]:
+        return (HubDataset(self.data, self.config),)
 
 
 def _params_cls(dataset: ImageDataset) -> type[ImageTaskParams]:
