@@ -50,11 +50,12 @@ def start_worker(db: str, runs: Path, *, lease: float = 120.0, new_session: bool
                             start_new_session=new_session)  # fmt: skip
 
 
-def finish_all(workers, timeout: float) -> list[str]:
+def finish_all(workers, timeout: float, *, code: int = 0) -> list[str]:
+    """Each worker's output once it exited with `code` (1: a job it ran ended failed)."""
     outputs = []
     for worker in workers:
         out, _ = worker.communicate(timeout=timeout)
-        assert worker.returncode == 0, out
+        assert worker.returncode == code, out
         outputs.append(out)
     return outputs
 
@@ -213,7 +214,8 @@ def test_a_worker_paused_past_its_lease_cannot_write_its_result(db_url: str, tmp
 def test_failures_are_classified_retried_and_every_error_kept(db_url: str, tmp_path: Path):
     for fault in ("nan", "oom", "disk-full", "crash", "error"):
         plan_noop(db_url, 1, sweep=fault, max_attempts=2, fault=fault)
-    (output,) = finish_all([start_worker(db_url, tmp_path / "runs")], timeout=300)
+    (output,) = finish_all([start_worker(db_url, tmp_path / "runs")], timeout=300, code=1)
+    assert "5 job(s) ended failed" in output
     with Queue(db_url) as queue:
         jobs = {json.loads(c)["task_params"]["fault"]: (i, s, a, e)
                 for i, c, s, a, e in queue.rows(

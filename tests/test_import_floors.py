@@ -132,7 +132,8 @@ def test_errors_and_packing_import_nothing_of_lorabench():
 
 IMPLEMENTATION = floors("tasks", "variants", "train", "worker")
 # The commands that train or export: only inside them may cli import an implementation.
-TRAINING_COMMANDS = {"work_command", "run_worker", "export_command", "quickstart_command"}
+TRAINING_COMMANDS = {"work_command", "run_worker", "_run_fleet", "export_command",
+                     "quickstart_command"}  # fmt: skip
 
 
 def cli_implementation_imports(source: str, module: str) -> list[str]:

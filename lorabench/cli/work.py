@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,9 +19,21 @@ from lorabench.cli.common import (
 
 
 def work_command(
+    ctx: typer.Context,
     gpu: Annotated[
         str | None,
-        typer.Option(help="GPU index, or 'cpu'. Default: GPU 0 when CUDA is available."),
+        typer.Option(
+            help="GPU index, or 'cpu'. Default: GPU 0 when CUDA is available. Several "
+            "(0,1,2,3) or 'all': one supervised worker per GPU, the CPUs divided between them."
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="CPU threads per worker (torch.set_num_threads, OMP_NUM_THREADS). Default: "
+            "torch's own for one worker; the available CPUs / workers for several GPUs.",
+        ),
     ] = None,
     sweep: Annotated[str | None, typer.Option(help="Only run jobs of this sweep.")] = None,
     max_jobs: Annotated[int | None, typer.Option(min=1, help="Stop after N jobs.")] = None,
@@ -72,8 +84,11 @@ def work_command(
     ] = False,
     db: DbOption = None,
 ) -> None:
-    """Claim jobs one at a time, train and evaluate each, write the metrics back."""
+    """Claim jobs one at a time, train and evaluate each, write the metrics back. Exits 1 when
+    a job it ran ended failed (0 when every one succeeded or was requeued), 130 when stopped."""
     quiet_libraries()
+    if gpu is not None and ("," in gpu or gpu.strip().lower() == "all"):
+        raise typer.Exit(_run_fleet(ctx, gpu, threads))
     with user_errors():
         for option, value in (("--lease-seconds", lease_seconds),
                               ("--heartbeat-seconds", heartbeat_seconds),
@@ -96,8 +111,37 @@ def work_command(
             pack=pack,
             grad_ckpt=grad_ckpt,
             compile=compile_step,
+            threads=threads,
         )
     console.print(f"worker finished: {handled} job(s) handled")
+
+
+def _run_fleet(ctx: typer.Context, gpu: str, threads: int | None) -> int:
+    """`--gpu 0,1,...`: one `lorabench work --gpu i` per device with the other options this
+    command was given (lorabench.worker.fleet); returns the worst worker's exit code."""
+    from lorabench.worker.fleet import run_fleet, split_gpus, thread_share
+
+    with user_errors():
+        devices = split_gpus(gpu)
+    share = thread_share(len(devices), threads)
+    options = []
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if param.name in ("gpu", "threads") or source is None or source.name == "DEFAULT":
+            continue
+        options += _as_args(param, ctx.params[param.name])
+    console.print(f"{len(devices)} workers ({', '.join(devices)}), {share} CPU thread(s) each")
+    return run_fleet(devices, share, options)
+
+
+def _as_args(param: Any, value: object) -> list[str]:
+    """An option's value as the command-line arguments that give it (a click Option)."""
+    if param.is_flag:
+        if value:
+            return [param.opts[0]]
+        return [param.secondary_opts[0]] if param.secondary_opts else []
+    values = value if param.multiple else [value]
+    return [arg for v in values for arg in (param.opts[0], str(getattr(v, "value", v)))]
 
 
 def run_worker(*, db: str | None, gpu: str | None, **options: object) -> int:
@@ -114,4 +158,7 @@ def run_worker(*, db: str | None, gpu: str | None, **options: object) -> int:
         handled = worker.run()
     if worker.stop_requested.is_set():
         raise typer.Exit(130)
+    if worker.failed:  # 1, not 2: the command was right, its jobs were not
+        err_console.print(f"[red]{worker.failed} job(s) ended failed[/]; see lorabench status")
+        raise typer.Exit(1)
     return handled

@@ -68,12 +68,31 @@ def _failure(error: BaseException) -> Failed:
     return Failed(transient=_is_transient(error), message=summary[-4000:])
 
 
+def _use_threads(options: dict[str, Any]) -> dict[str, Any]:
+    """Train on the worker's share of the CPU threads (`work --threads`, or its part of the
+    node's CPUs under `work --gpu 0,1,...`); returns the other options. OMP_NUM_THREADS is set
+    for libraries that start their own OpenMP pools later (the worker also set it before its
+    fork server started, so the preloaded runtime began with it)."""
+    import torch
+
+    options = dict(options)
+    threads = options.pop("threads", None)
+    if threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+    return options
+
+
 def _done(result: Any) -> Done:
+    import torch
+
     from lorabench.store.outcomes import encode_outcomes
 
     # Encoded (compressed) here, so the message that crosses to the worker stays small.
     outcomes = [(split, epoch, encode_outcomes(arrays)) for split, epoch, arrays in result.outcomes]
-    return Done(metrics=result.metrics, outcomes=outcomes,
+    # The threads the job trained with: its step times depend on them.
+    threads = ("summary", "cpu_threads", 0, None, float(torch.get_num_threads()))
+    return Done(metrics=[*result.metrics, threads], outcomes=outcomes,
                 resumed_from_step=result.resumed_from_step)  # fmt: skip
 
 
@@ -108,8 +127,9 @@ def run_child(
 ) -> None:
     """Entry point of the training process: sends `Progress`, then exactly one final message.
     `options` are `train_job`'s keyword arguments for how to run (checkpoint_every, grad_ckpt,
-    compile). `worker_pipe`: see the module's docstring."""
+    compile) and `threads` (see `_use_threads`). `worker_pipe`: see the module's docstring."""
     should_stop, ensure_worker_alive = _setup_child(worker_pipe)
+    options = _use_threads(options)
     from lorabench.config import JobConfig
     from lorabench.train import train_job
 
@@ -139,6 +159,7 @@ def run_pack_child(
     final message: `PackResults` (one `Done` or `Failed` per job), or one for the whole pack.
     `options` as for `run_child`; the worker refuses grad_ckpt with --pack."""
     should_stop, ensure_worker_alive = _setup_child(worker_pipe)
+    options = _use_threads(options)
     from lorabench.config import JobConfig
     from lorabench.train.packed import train_packed
 

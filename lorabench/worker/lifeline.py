@@ -32,14 +32,14 @@ fork_server_pid: int | None = None
 HolderState = Literal["alive", "dead", "unknown"]
 
 
-def die_with_parent() -> bool:
-    """Ask Linux to SIGKILL this process when the thread that forked it ends. Check the parent
-    afterwards: if it died before this call, the request never fires."""
+def die_with_parent(sig: signal.Signals = signal.SIGKILL) -> bool:
+    """Ask Linux to send `sig` (SIGKILL) to this process when the thread that forked it ends.
+    Check the parent afterwards: if it died before this call, the request never fires."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        return libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
 

@@ -71,6 +71,7 @@ class WorkerSettings:
     pack: int | None = None  # jobs trained together (differing only in lr); None: the sweep's
     grad_ckpt: bool = False  # recompute the base model's activations in backward (memory only)
     compile: bool = False  # torch.compile the training step (speed only)
+    threads: int | None = None  # CPU threads of each trainer (torch, OpenMP); None: torch's own
 
     def __post_init__(self) -> None:
         if self.grad_ckpt and (self.pack or 1) > 1:
@@ -106,6 +107,7 @@ class Worker:
         self.context = _context()
         self.worker_id: int | None = None
         self.completed = 0
+        self.failed = 0  # jobs this worker ran that ended failed (not requeued): the exit code
         self._refused: set[str] = set()  # variants already said to be unpackable
 
     def request_stop(self, *_signal: object) -> None:
@@ -131,6 +133,8 @@ class Worker:
         # The fork server (started from this, the main thread, with the first job) reads this to
         # know whom to die with; see lifeline.py.
         marker = lifeline.worker_marker()
+        if self.settings.threads is not None:  # the fork server's OpenMP runtime starts with it
+            marker["OMP_NUM_THREADS"] = str(self.settings.threads)
         previous_env = {name: os.environ.get(name) for name in marker}
         os.environ.update(marker)
         next_scan, waiting_for = 0.0, 0
@@ -265,8 +269,8 @@ class Worker:
         # Only this process holds the write end: the child sees end-of-file when we die.
         worker_pipe, alive = self.context.Pipe(duplex=False)
         settings = self.settings
-        options = {"checkpoint_every": settings.checkpoint_every,
-                   "grad_ckpt": settings.grad_ckpt, "compile": settings.compile}  # fmt: skip
+        options = {"checkpoint_every": settings.checkpoint_every, "grad_ckpt": settings.grad_ckpt,
+                   "compile": settings.compile, "threads": settings.threads}  # fmt: skip
         common = (settings.device, options, worker_pipe, events)
         if len(claims) == 1:
             target, args = run_child, (lead.config, out_dirs[lead.job_id], *common)
@@ -356,10 +360,12 @@ class Worker:
                     self.view.job_ended(f"[green]done[/] {label}: {score}{resumed_note}")
                 case Failed(transient=transient, message=message):
                     state = self.through_outages(fail, claimed, message, transient=transient)
+                    self.failed += state == "failed"
                     self.view.job_ended(f"[red]{state}[/] {label}: {message}")
                 case Crashed(exitcode=exitcode):
                     message = _exit_description(exitcode)
                     state = self.through_outages(fail, claimed, message, transient=True)
+                    self.failed += state == "failed"
                     self.view.job_ended(f"[red]{state}[/] {label}: {message}")
                 case Stopped() | Cancelled():
                     kind = "cancelled" if isinstance(outcome, Cancelled) else "interrupted"
