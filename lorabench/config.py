@@ -22,6 +22,7 @@ from lorabench.catalog.tasks.digits import EFFICIENTNET_LITE0
 from lorabench.catalog.tasks.noop import NOOP_MODEL
 from lorabench.catalog.variant import build_params, variant_names
 from lorabench.errors import ConfigError
+from lorabench.suggest import unknown_name
 
 # Every integer of a config (counts, sizes, priority, and the numbers inside variant_params
 # and task_params) lies in PostgreSQL's INTEGER range, the narrower of the two backends'
@@ -137,14 +138,12 @@ class JobConfig(_Numbers):
     @model_validator(mode="after")
     def _known_names(self) -> JobConfig:
         if self.task not in task_names():
-            raise ValueError(
-                f"field 'task': unknown task {self.task!r}; known: {', '.join(task_names())}"
-            )
+            unknown = unknown_name("task", self.task, task_names(), lister="lorabench tasks")
+            raise ValueError(f"field 'task': {unknown}")
         if self.variant not in variant_names():
-            raise ValueError(
-                f"field 'variant': unknown variant {self.variant!r}; "
-                f"known: {', '.join(variant_names())}"
-            )
+            lister = "lorabench variants"
+            unknown = unknown_name("variant", self.variant, variant_names(), lister=lister)
+            raise ValueError(f"field 'variant': {unknown}")
         build_params(self.variant, self.variant_params)
         build_task_params(self.task, self.task_params)
         if not self.targets:
@@ -222,14 +221,21 @@ class SweepSpec(_Numbers):
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "sweep") -> SweepSpec:
         unknown = sorted(set(data) - set(JOB_FIELDS) - set(SWEEP_META_FIELDS))
         if unknown:
-            allowed = ", ".join((*SWEEP_META_FIELDS, *JOB_FIELDS))
-            raise ConfigError(f"{source}: unknown key {unknown[0]!r}; allowed keys: {allowed}")
+            allowed = (*SWEEP_META_FIELDS, *JOB_FIELDS)
+            message = unknown_name("key", unknown[0], allowed, listed_as="allowed keys")
+            raise ConfigError(f"{_at(source)}{message}")
         meta = {k: data[k] for k in SWEEP_META_FIELDS if k in data}
         axes = {k: _as_axis(k, data[k], source) for k in JOB_FIELDS if k in data}
         try:
             return cls(**meta, axes=axes)
         except ValidationError as error:
             raise ConfigError(_describe(error, source)) from None
+
+    @property
+    def label(self) -> str:
+        """The sweep's name where the user gave one (a file stem counts), else "": the implicit
+        "default" names nothing the user wrote, so errors do not start with it."""
+        return self.name if "name" in self.model_fields_set else ""
 
     @classmethod
     def from_toml(cls, path: Path) -> SweepSpec:
@@ -259,7 +265,7 @@ class SweepSpec(_Numbers):
     def override(self, values: Mapping[str, Any], *, source: str = "command line") -> SweepSpec:
         """CLI flags replace the file's axis (or meta field) of the same name."""
         merged: dict[str, Any] = {
-            "name": self.name,
+            **({"name": self.name} if self.label else {}),  # an implicit name stays implicit
             "description": self.description,
             "max_attempts": self.max_attempts,
             "priority": self.priority,
@@ -283,13 +289,13 @@ class SweepSpec(_Numbers):
     def expand(self, max_jobs: int | None = MAX_JOBS_PER_PLAN) -> list[JobConfig]:
         """Every job of the matrix, validated; the first invalid one raises ConfigError, and so
         does a matrix of more than `max_jobs` (None: no limit), before any job is built."""
-        check_plan_size([self], max_jobs, name=self.name)
+        check_plan_size([self], max_jobs, name=self.label)
         names = list(self.axes)
         jobs: dict[str, JobConfig] = {}
         model_checks: dict[tuple[str, str], str | None] = {}
         for combo in itertools.product(*(self.axes[n] for n in names)):
             values = dict(zip(names, combo, strict=True))
-            job = resolve_job(values, source=self.name, model_checks=model_checks)
+            job = resolve_job(values, source=self.label, model_checks=model_checks)
             jobs.setdefault(job.config_hash, job)
         return list(jobs.values())
 
@@ -304,8 +310,9 @@ def check_plan_size(specs: list[SweepSpec], max_jobs: int | None, *, name: str) 
         if len(specs) == 1
         else f"{total:,} jobs (" + " + ".join(f"{spec.size:,}" for spec in specs) + ")"
     )
+    where = f"sweep {name!r}: " if name else ""
     raise ConfigError(
-        f"sweep {name!r}: {sizes}, more than the limit of {max_jobs:,} jobs per plan; split "
+        f"{where}{sizes}, more than the limit of {max_jobs:,} jobs per plan; split "
         "the sweep, or raise the limit with --max-jobs-per-plan"
     )
 
@@ -322,10 +329,10 @@ def _as_axis(field: str, value: Any, source: str) -> tuple[Any, ...]:
         if isinstance(value, compound):
             return (value,)
         kind = "table" if dict in compound else "list of module patterns"
-        raise ConfigError(f"{source}: field {field!r}: expected a {kind} or a list of them")
+        raise ConfigError(f"{_at(source)}field {field!r}: expected a {kind} or a list of them")
     values = tuple(value) if isinstance(value, list | tuple) else (value,)
     if not values:
-        raise ConfigError(f"{source}: field {field!r}: empty list, nothing to plan")
+        raise ConfigError(f"{_at(source)}field {field!r}: empty list, nothing to plan")
     return values
 
 
@@ -339,11 +346,12 @@ def resolve_job(
     far as `model_problem` can tell; `model_checks` remembers its answers over one plan)."""
     task = values.get("task")
     if task is None:
-        raise ConfigError(f"{source}: field 'task' is required; known: {', '.join(task_names())}")
+        known = ", ".join(task_names())
+        raise ConfigError(f"{_at(source)}field 'task' is required; known: {known}")
     try:
         defaults = get_task_info(str(task)).defaults
     except ValueError as error:
-        raise ConfigError(f"{source}: field 'task': {error}") from None
+        raise ConfigError(f"{_at(source)}field 'task': {error}") from None
     resolved = {
         "model": defaults.model,
         "targets": defaults.targets,
@@ -361,14 +369,14 @@ def resolve_job(
     except ValidationError as error:
         raise ConfigError(_describe(error, source)) from None
     except ValueError as error:  # raised by the variant's or task's parameter validation
-        raise ConfigError(f"{source}: {error}") from None
+        raise ConfigError(f"{_at(source)}{error}") from None
     checks = {} if model_checks is None else model_checks
     key = (job.task, job.model)
     if key not in checks:
         checks[key] = model_problem(job.task, job.model)
     problem = checks[key]
     if problem is not None:
-        raise ConfigError(f"{source}: field 'model': {problem}")
+        raise ConfigError(f"{_at(source)}field 'model': {problem}")
     return job
 
 
@@ -426,7 +434,12 @@ def _describe(error: ValidationError, source: str) -> str:
     field = ".".join(str(p) for p in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        return f"{source}: unknown key {field!r}"
+        return f"{_at(source)}{unknown_name('key', field, JOB_FIELDS, listed_as='allowed keys')}"
     where = f"field {field!r}: " if field else ""
     got = f" (got {first['input']!r})" if field and "input" in first else ""
-    return f"{source}: {where}{message}{got}"
+    return f"{_at(source)}{where}{message}{got}"
+
+
+def _at(source: str) -> str:
+    """The prefix naming where a mistake is ("sweeps/lr.toml: "), or none for an unnamed sweep."""
+    return f"{source}: " if source else ""

@@ -127,7 +127,13 @@ def test_build_task_params_values_and_messages():
 def test_unknown_task_message():
     with pytest.raises(UnknownTaskError) as error:
         get_task_info("bogus")
-    assert str(error.value) == f"unknown task 'bogus'; known tasks: {', '.join(NAMES)}"
+    assert str(error.value) == f"unknown task 'bogus'; lorabench tasks lists all {len(NAMES)}"
+    with pytest.raises(UnknownTaskError) as close:
+        get_task_info("glue-sst")
+    assert str(close.value) == (
+        f"unknown task 'glue-sst'; did you mean 'glue-sst2'? (lorabench tasks lists all "
+        f"{len(NAMES)})"
+    )
     with pytest.raises(UnknownTaskError):
         build_task_params("bogus")
     with pytest.raises(UnknownTaskError):
@@ -219,13 +225,14 @@ def test_discovery_refuses_a_bad_declaration(tmp_path, monkeypatch, source, erro
         discover()
 
 
-def test_declarations_import_only_the_catalog_errors_and_pydantic():
+def test_declarations_import_only_the_catalog_errors_suggest_and_pydantic():
     import lorabench.catalog.tasks
 
     folder = Path(lorabench.catalog.tasks.__file__).parent
     sources = [Path(catalog.__file__), *sorted(folder.glob("*.py"))]
     assert len(sources) > 8
-    allowed = ("lorabench.catalog", "lorabench.errors", "pydantic", "__future__")
+    allowed = ("lorabench.catalog", "lorabench.errors", "lorabench.suggest", "pydantic",
+               "__future__")  # fmt: skip
     for path in sources:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []

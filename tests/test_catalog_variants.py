@@ -50,7 +50,12 @@ def test_unknown_variant_message_is_the_catalogs():
     with pytest.raises(UnknownVariantError) as from_registry:
         lorabench.variants.get_variant("dora-ish")
     assert str(from_catalog.value) == str(from_registry.value)
-    assert str(from_catalog.value) == f"unknown variant 'dora-ish'; allowed: {', '.join(NAMES)}"
+    assert str(from_catalog.value) == (
+        f"unknown variant 'dora-ish'; did you mean 'dora'? (lorabench variants lists all "
+        f"{len(NAMES)})"
+    )
+    with pytest.raises(UnknownVariantError, match=r"^unknown variant 'zzz'; lorabench variants"):
+        get_variant_info("zzz")
 
 
 def test_build_params_validates_without_the_implementation():
@@ -108,7 +113,8 @@ defaults = {name: repr(build_params(name)) for name in names}
 infos = [get_variant_info(name).family for name in names]
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "numpy"))
 impl = sorted(m for m in sys.modules if m.split(".")[0] == "lorabench"
-              and m not in ("lorabench", "lorabench.errors", "lorabench.catalog")
+              and m not in ("lorabench", "lorabench.errors", "lorabench.suggest",
+                            "lorabench.catalog")
               and not m.startswith("lorabench.catalog."))
 print(json.dumps({"names": names, "defaults": defaults, "heavy": heavy, "impl": impl}))
 """

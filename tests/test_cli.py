@@ -45,7 +45,7 @@ def test_default_database_is_lorabench_db_in_the_working_directory(tmp_path, mon
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--variant", "nosuch"], "field 'variant': unknown variant 'nosuch'; known: "),
+        (["--variant", "nosuch"], "field 'variant': unknown variant 'nosuch'; lorabench variants"),
         (["--lr", "-1e-3"], "field 'lr': Input should be greater than 0"),
         (["--set", "bogus=1"], "unknown key 'bogus'"),
         (["--precision", "fp8"], "field 'precision'"),

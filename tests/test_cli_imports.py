@@ -59,6 +59,7 @@ def finished_db(tmp_path_factory) -> Path:
 
 COMMANDS = {
     "help": ["--help"],
+    "version": ["--version"],
     "plan help": ["plan", "--help"],
     "work help": ["work", "--help"],
     "export help": ["export", "--help"],

@@ -106,7 +106,7 @@ def floors(*names: str) -> tuple[str, ...]:
     [
         ("tasks", floors("train", "worker", "store", "cli", "report", "config")),
         ("variants", floors("train", "worker", "store", "cli", "report", "config", "tasks")),
-        # Declarations: only each other and the shared errors.
+        # Declarations: only each other, the shared errors and suggestions.
         ("catalog", floors("tasks", "variants", "train", "worker", "store", "cli", "report",
                            "config", "sandbox", "monitor", "slurm", "memory")),
         # The memory estimate: arithmetic on the catalog, read by plan and tasks.
@@ -123,8 +123,8 @@ def test_each_floor_imports_only_downwards(package: str, above: tuple[str, ...])
     assert violations(PACKAGE_ROOT / package, above) == []
 
 
-def test_errors_and_packing_import_nothing_of_lorabench():
-    for name in ("errors.py", "packing.py"):
+def test_errors_packing_and_suggest_import_nothing_of_lorabench():
+    for name in ("errors.py", "packing.py", "suggest.py"):
         path = PACKAGE_ROOT / name
         names = imported_modules(path.read_text(encoding="utf-8"), f"lorabench.{path.stem}")
         assert [n for n in names if n.startswith("lorabench")] == []

@@ -135,6 +135,9 @@ def test_unknown_preset_names_the_known_ones():
     result = invoke("plan", "--preset", "paper-nosuch", "--dry-run")
     assert result.exit_code == 2
     assert "unknown preset 'paper-nosuch'; known: paper-glue, paper-highrank" in flat(result.output)
+    close = invoke("plan", "--preset", "paper-glu", "--dry-run")
+    assert close.exit_code == 2
+    assert "unknown preset 'paper-glu'; did you mean 'paper-glue'?" in flat(close.output)
     assert "Traceback" not in result.output
 
 

@@ -180,8 +180,10 @@ def test_where_reads_values_as_the_fields_type_and_narrows():
     assert parse_where(["train_size=none", "targets=a,b"], jobs) == [
         ("train_size", None), ("targets", "a,b"),
     ]  # fmt: skip
-    with pytest.raises(ValueError, match="unknown field 'batch'; fields: task, task_params"):
+    with pytest.raises(ValueError, match="unknown field 'batch'; did you mean 'batch_size'"):
         parse_where(["batch=16"], jobs)
+    with pytest.raises(ValueError, match="unknown field 'zzz'; fields: task, task_params"):
+        parse_where(["zzz=16"], jobs)
     with pytest.raises(ValueError, match="--where 'rank=abc': rank input should be a valid"):
         parse_where(["rank=abc"], jobs)
     with pytest.raises(ValueError, match="expected FIELD=VALUE"):

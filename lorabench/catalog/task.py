@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lorabench.catalog._scan import by_name, declared
 from lorabench.errors import InvalidTaskParams, UnknownTaskError
+from lorabench.suggest import unknown_name
 
 # Every task's splits: `train`; `select`, held out from training and read only to choose epochs
 # and learning rates; `test`, the split the task reports (stored as metric split "eval").
@@ -167,7 +168,7 @@ def get_task_info(name: str) -> TaskInfo:
         return task_infos()[name]
     except KeyError:
         raise UnknownTaskError(
-            f"unknown task {name!r}; known tasks: {', '.join(task_names())}"
+            unknown_name("task", name, task_names(), lister="lorabench tasks")
         ) from None
 
 

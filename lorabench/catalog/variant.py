@@ -18,6 +18,7 @@ from typing import Any
 from lorabench.catalog._scan import by_name, declared
 from lorabench.catalog.cost import LORA_COST, AdapterCost
 from lorabench.errors import InvalidVariantParams, UnknownVariantError
+from lorabench.suggest import unknown_name
 
 FAMILIES = ("baseline", "rank", "optimization", "initialization", "moe")
 
@@ -83,8 +84,8 @@ def get_variant_info(name: str) -> VariantInfo:
     try:
         return variant_infos()[name]
     except KeyError:
-        allowed = ", ".join(variant_names())
-        raise UnknownVariantError(f"unknown variant {name!r}; allowed: {allowed}") from None
+        message = unknown_name("variant", name, variant_names(), lister="lorabench variants")
+        raise UnknownVariantError(message) from None
 
 
 def _type_ok(value: Any, hint: Any) -> bool:

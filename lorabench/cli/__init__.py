@@ -12,15 +12,17 @@ from lorabench.cli.report import report_command
 from lorabench.cli.slurm import slurm_command
 from lorabench.cli.status import status_command
 from lorabench.cli.variants import tasks_command, variants_command
+from lorabench.cli.version import main_options
 from lorabench.cli.work import work_command
 
 app = typer.Typer(
     name="lorabench",
     help="Benchmark LoRA variants fairly: plan sweeps, run workers, report the paper's tables.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for the user's shell
     pretty_exceptions_enable=False,
 )
+app.callback()(main_options)  # --version
 app.command("plan")(plan_command)
 app.command("work")(work_command)
 app.command("status")(status_command)

@@ -18,6 +18,7 @@ from typing import Any
 
 from lorabench.catalog.task import get_task_info
 from lorabench.config import ConfigError, JobConfig, SweepSpec
+from lorabench.suggest import unknown_name
 
 SUB_SWEEP_KEY = "sweep"
 LABEL_KEY = "label"  # names a [[sweep]] table in the dry-run output; not a job field
@@ -55,7 +56,7 @@ def preset_names() -> list[str]:
 def load_preset(name: str) -> Preset:
     path = _preset_dir().joinpath(f"{name}.toml")
     if not path.is_file():
-        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(preset_names())}")
+        raise ConfigError(unknown_name("preset", name, preset_names()))
     data = tomllib.loads(path.read_text())
     sweeps = data.pop(SUB_SWEEP_KEY, None) or [{}]
     data.setdefault("name", name)

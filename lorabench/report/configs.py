@@ -17,6 +17,7 @@ import pandas as pd
 from pydantic import TypeAdapter, ValidationError
 
 from lorabench.report.load import COMPOUND_FIELDS, META_COLUMNS, Data
+from lorabench.suggest import unknown_name
 
 # Short names in row labels; task and model are shown as their value alone; "†" marks
 # checkpointing.
@@ -162,9 +163,8 @@ def parse_where(items: Sequence[str], jobs: pd.DataFrame) -> list[tuple[str, Any
             known = [f for f in job_fields() if f != "seed"] + sorted(
                 c for c in jobs.columns if "." in c
             )
-            raise ValueError(
-                f"--where {item!r}: unknown field {name!r}; fields: {', '.join(known)}"
-            )
+            message = unknown_name("field", name, known, listed_as="fields")
+            raise ValueError(f"--where {item!r}: {message}")
         filters.append((name, value))
     return filters
 

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lorabench.suggest import unknown_name
+
 TableBuilder = Callable[..., Any]
 FigureBuilder = Callable[..., Any]
 
@@ -78,13 +80,14 @@ def figure_names() -> list[str]:
 
 def get_table(name: str) -> TableSpec:
     if name not in table_names():
-        raise ValueError(f"--table {name!r}: available tables: {', '.join(table_names())}")
+        raise ValueError(unknown_name("table", name, table_names(), listed_as="available tables"))
     return _TABLES[name]
 
 
 def get_figure(name: str) -> FigureBuilder:
     if name not in figure_names():
-        raise ValueError(f"--figure {name!r}: available figures: {', '.join(figure_names())}")
+        known = figure_names()
+        raise ValueError(unknown_name("figure", name, known, listed_as="available figures"))
     return _FIGURES[name]
 
 
