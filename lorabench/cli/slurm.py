@@ -32,14 +32,39 @@ def slurm_command(
             help="Command that activates lorabench's environment, e.g. 'source venv/bin/activate'."
         ),
     ] = None,
+    account: Annotated[str | None, typer.Option(help="Slurm account to charge.")] = None,
+    qos: Annotated[str | None, typer.Option(help="Slurm quality of service.")] = None,
+    mem: Annotated[str | None, typer.Option(help="Memory per node, e.g. 64G.")] = None,
+    cpus_per_task: Annotated[
+        int | None,
+        typer.Option(
+            help="CPUs per node for its workers; each worker trains on an equal share "
+            "(--threads). Default: the site's; the workers then divide what they get."
+        ),
+    ] = None,
+    constraint: Annotated[str | None, typer.Option(help="Node features, e.g. 'a100|h100'.")] = None,
+    sbatch_line: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sbatch-line",
+            help="Any other sbatch option, as '--mail-type=END' (repeatable).",
+        ),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", help="Write the script here instead of printing.")
     ] = None,
+    submit: Annotated[
+        bool,
+        typer.Option(
+            "--submit", help="Submit it with sbatch and print the Slurm job id (needs sbatch)."
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """An sbatch array script: per node, one `lorabench work --gpu i` per GPU; SIGTERM from
     Slurm (preemption, time limit) checkpoints and requeues the running jobs."""
     from lorabench.slurm import SlurmOptions, sbatch_script
+    from lorabench.slurm import submit as sbatch
 
     with user_errors():
         script = sbatch_script(
@@ -53,10 +78,23 @@ def slurm_command(
                 time=time,
                 runs_dir=runs_dir.absolute(),
                 python_env=python_env,
+                account=account,
+                qos=qos,
+                mem=mem,
+                cpus_per_task=cpus_per_task,
+                constraint=constraint,
+                sbatch_lines=tuple(sbatch_line or ()),
             )
         )
-        if output is None:
-            typer.echo(script, nl=False)
-            return
-        output.write_text(script)
-    err_console.print(f"wrote {output}; submit it with: sbatch {output}", highlight=False)
+        if output is not None:
+            output.write_text(script)
+        if submit:
+            job_id = sbatch(script, output)
+    if submit:
+        typer.echo(job_id)  # alone on stdout, for scripts: JOB=$(lorabench slurm ... --submit)
+        err_console.print(f"submitted Slurm job {job_id}; follow it with: squeue -j {job_id}",
+                          highlight=False)  # fmt: skip
+    elif output is None:
+        typer.echo(script, nl=False)
+    else:
+        err_console.print(f"wrote {output}; submit it with: sbatch {output}", highlight=False)
