@@ -33,7 +33,6 @@ from lorabench.variants.inject import (
     merge_adapters,
     set_adapters_enabled,
     unmerge_adapters,
-    unwrap_adapters,
 )
 from lorabench.variants.lora import LoRALinear, LoRAParams
 from lorabench.variants.rslora import RsLoRALinear
@@ -74,6 +73,5 @@ __all__ = [
     "register",
     "set_adapters_enabled",
     "unmerge_adapters",
-    "unwrap_adapters",
     "variant_names",
 ]
