@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from lorabench.cli import app
 from lorabench.config import JobConfig
 from lorabench.store import claim, finish, open_engine, register_worker, set_out_dir
+from lorabench.tasks.models import MINILM, resolve_model
 from lorabench.train import train_job
 from lorabench.train.export import export_job
 from lorabench.train.loop import PREPARED_NAME, build_model
@@ -66,6 +67,13 @@ def test_peft_export_loads_into_peft_with_identical_outputs(variant, tmp_path: P
     result = CliRunner().invoke(app, ["export", "1", "--format", "peft", str(out), "--db", db])
     assert result.exit_code == 0, result.output
     assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
+    # The base is recorded as the job named it (the hub name), not the folder it resolved to.
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert (config["base_model_name_or_path"], config["task_type"]) == (MINILM, "SEQ_CLS")
+    local = resolve_model(MINILM)
+    assert local != MINILM
+    assert [f.name for f in out.iterdir() if local in f.read_text(errors="replace")] == []
+    # Off the hub, the user passes the base model: it loads and gives our outputs.
     task, _, _ = build_model(cfg)
     loaded = peft.PeftModel.from_pretrained(task.load_model(), str(out)).eval()
     with torch.no_grad():

@@ -96,6 +96,9 @@ class BbcNews:
             return AutoModelForSequenceClassification.from_pretrained(
                 self._model_path,
                 num_labels=len(self.label_names),
+                # Named labels in the config, so exported models say "sports", not "LABEL_3".
+                id2label=dict(enumerate(self.label_names)),
+                label2id={name: i for i, name in enumerate(self.label_names)},
                 dtype=base_dtype(self.settings.base_dtype, self._model_path),
             )
         finally:

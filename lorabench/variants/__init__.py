@@ -33,6 +33,7 @@ from lorabench.variants.inject import (
     merge_adapters,
     set_adapters_enabled,
     unmerge_adapters,
+    unwrap_adapters,
 )
 from lorabench.variants.lora import LoRALinear, LoRAParams
 from lorabench.variants.rslora import RsLoRALinear
@@ -73,5 +74,6 @@ __all__ = [
     "register",
     "set_adapters_enabled",
     "unmerge_adapters",
+    "unwrap_adapters",
     "variant_names",
 ]

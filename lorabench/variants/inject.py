@@ -202,6 +202,22 @@ def unmerge_adapters(model: nn.Module) -> int:
     return len(layers)
 
 
+def unwrap_adapters(model: nn.Module) -> int:
+    """Put each merged adapter layer's base nn.Linear (holding W + ΔW) back in its place and
+    drop the shared adapter module: the plain architecture again, as `from_pretrained` builds
+    it. Irreversible (the adapters are gone), so every layer must be merged first."""
+    layers = adapter_layers(model)
+    unmerged = [n for n, m in layers if not m.merged]
+    if unmerged:
+        raise ValueError(f"{len(unmerged)} adapter layer(s) not merged, e.g. {unmerged[0]!r}")
+    for name, layer in layers:
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), attr, layer.base)
+    if isinstance(getattr(model, SHARED_ATTR, None), nn.Module):
+        delattr(model, SHARED_ATTR)
+    return len(layers)
+
+
 def set_adapters_enabled(model: nn.Module, enabled: bool) -> int:
     layers = adapter_layers(model)
     for _, layer in layers:

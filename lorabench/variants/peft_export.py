@@ -1,4 +1,5 @@
-"""Export trained adapters: to PEFT's format where PEFT has the variant, else our own."""
+"""Export trained adapters: to PEFT's format where PEFT has the variant, merged into the base
+weights where the variant merges, else our own."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ from lorabench.variants.inject import (
     adapter_layers,
     adapter_parameters,
     adapter_state_dict,
+    merge_adapters,
+    unwrap_adapters,
 )
 
 NATIVE_WEIGHTS = "adapter.safetensors"
 NATIVE_CONFIG = "lorabench_adapter.json"
+# What PEFT adds to modules_to_save for task_type SEQ_CLS.
+SEQ_CLS_HEADS = ("classifier", "score")
 
 
 class NoPeftEquivalent(ValueError):
@@ -44,8 +49,15 @@ def to_peft(
     alpha: float,
     dropout: float,
     params: Any,
+    task_type: str | None = None,
+    base_name: str | None = None,
 ) -> nn.Module:
-    """A PEFT model on `fresh_base()` holding exactly our adapters' weights."""
+    """A PEFT model on `fresh_base()` holding exactly our adapters' weights.
+
+    `task_type` ("SEQ_CLS", "CAUSAL_LM") picks the PeftModel class that AutoPeftModel* loads;
+    `base_name` is what the adapter config records as its base (the name the user gave, not
+    the folder it resolved to on this machine).
+    """
     import torch
     from peft import get_peft_model
 
@@ -60,10 +72,15 @@ def to_peft(
         alpha=alpha,
         dropout=dropout,
         params=params,
-        modules_to_save=heads,
+        # A copy without the heads PeftModelForSequenceClassification adds itself (in place).
+        modules_to_save=[h for h in heads if task_type != "SEQ_CLS" or h not in SEQ_CLS_HEADS],
         ranks={name: layer.rank for name, layer in layers},
     )
-    peft_model = get_peft_model(fresh_base(), spec.peft_export.make_config(settings))
+    config = spec.peft_export.make_config(settings)
+    config.task_type = task_type
+    peft_model = get_peft_model(fresh_base(), config)
+    if base_name is not None:  # get_peft_model wrote the loaded folder's path here
+        peft_model.peft_config["default"].base_model_name_or_path = base_name
     inner = peft_model.base_model.model
     for name, layer in layers:
         spec.peft_export.copy_weights(layer, inner.get_submodule(name))
@@ -79,6 +96,38 @@ def to_peft(
 def save_peft(peft_model: nn.Module, out_dir: Path) -> list[Path]:
     peft_model.save_pretrained(str(out_dir))
     return [out_dir / "adapter_config.json", out_dir / "adapter_model.safetensors"]
+
+
+def save_merged(
+    model: nn.Module, out_dir: Path, *, base_name: str, tokenizer: Any = None
+) -> list[Path]:
+    """The model with every adapter merged into its base weights and unwrapped, written by
+    `save_pretrained` (safetensors + config.json), with `tokenizer` beside it: a plain
+    transformers model, loadable by the matching AutoModel* class without lorabench.
+
+    Changes `model` in place (its adapters are gone). A 16-bit base merges in fp32 and rounds
+    once (`AdapterLinear.merge`); the whole model is then stored in that dtype, new heads
+    included, which under bf16 autocast computed in it anyway.
+    """
+    import torch
+
+    if not hasattr(model, "save_pretrained"):
+        raise TypeError(f"a {type(model).__name__} is not a transformers model")
+    merge_adapters(model)
+    unwrap_adapters(model)
+    low = {p.dtype for p in model.parameters()} & {torch.bfloat16, torch.float16}
+    if low:
+        model.to(low.pop())
+    # transformers 4 writes this into config.json (5 does not): the base as the user named it,
+    # not the folder it was loaded from on this machine.
+    model.config._name_or_path = base_name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))
+    written = [out_dir / "config.json", *sorted(out_dir.glob("*.safetensors"))]
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out_dir))
+        written.append(out_dir / "tokenizer_config.json")
+    return written
 
 
 def save_native(model: nn.Module, config: dict[str, Any], out_dir: Path) -> list[Path]:
