@@ -10,7 +10,7 @@ import typer
 from lorabench.cli.common import DbOption, console, split_list, user_errors
 
 COMPARES = ("paper",)
-FORMATS = ("md", "csv", "png", "svg")
+FORMATS = ("md", "csv", "tex", "png", "svg")
 
 
 def report_command(
@@ -130,7 +130,8 @@ def write_report(
                     console.print(rich)
                 for note in report.notes:
                     console.print(note, highlight=False, markup=False)
-                written += write_tables(report, out, [f for f in formats if f in ("md", "csv")])
+                tables = [f for f in formats if f in ("md", "csv", "tex")]
+                written += write_tables(report, out, tables)
         if draw is not None:
             fig = draw(data, scoring)
             images = tuple(f for f in formats if f in ("png", "svg")) or ("png",)

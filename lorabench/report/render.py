@@ -1,11 +1,14 @@
-"""Write a `ReportTable` as Markdown and CSV, or as rich tables for the terminal.
+r"""Write a `ReportTable` as Markdown, CSV or LaTeX, or as rich tables for the terminal.
 
 Markdown bolds the best cell of a column; ≈ (in the cell's text) marks the tied ones. The CSV
-has one line per cell in display units, with the interval, the mark and the p-value.
+has one line per cell in display units, with the interval, the mark and the p-value. LaTeX is
+one booktabs table per block, written by pandas' Styler: the best cell in \textbf, the tied
+ones marked $\approx$, ± as $\pm$, every label escaped.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -66,6 +69,56 @@ def long_form(table: ReportTable) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=CSV_COLUMNS)
 
 
+# LaTeX's special characters, and the symbols cells and labels use, each as LaTeX; one pass
+# over the text, so nothing is escaped twice.
+LATEX_CHARS = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "±": r"$\pm$", "≈": r"$\approx$", "—": "---", "–": "--", "−": "$-$", "α": r"$\alpha$",
+    "†": r"$\dagger$", "≤": r"$\leq$", "≥": r"$\geq$", "×": r"$\times$", "Δ": r"$\Delta$",
+}  # fmt: skip
+# The legend (bold, ≈) is among the table's own notes, which follow as comments.
+LATEX_PREAMBLE = ["% Written by `lorabench report --format tex`; needs \\usepackage{booktabs}."]
+
+
+def latex_text(text: str) -> str:
+    """``text`` as LaTeX: specials escaped (lora_ga -> lora\\_ga, 50% -> 50\\%), symbols as
+    math (± -> $\\pm$); a leading "[" is guarded, since after a row's \\\\ it would be read
+    as the optional argument of \\\\."""
+    out = "".join(LATEX_CHARS.get(c, c) for c in text)
+    return "{}" + out if out.startswith("[") else out
+
+
+def latex(table: ReportTable) -> str:
+    """The table as LaTeX: one booktabs `table` float per block (pandas' Styler), captioned
+    "title: block title", labelled tab:<file stem>[-<block>]; notes as comments."""
+    lines = list(LATEX_PREAMBLE)
+    if table.compare:
+        lines.append(f"% {COMPARE_NOTE}")
+    lines += [f"% {' '.join(note.split())}" for note in table.notes]
+    label = re.sub(r"[^A-Za-z0-9:.-]+", "-", f"tab:{table.stem}")
+    for number, block in enumerate(table.blocks, start=1):
+        name = label if len(table.blocks) == 1 else f"{label}-{number}"
+        lines += ["", _latex_block(block, table, name)]
+    return "\n".join(lines) + "\n"
+
+
+def _latex_block(block: Block, table: ReportTable, label: str) -> str:
+    texts = _texts(block, table.compare)
+    frame = pd.DataFrame([[latex_text(text) for text, _ in row] for row in texts],
+                         columns=range(len(block.columns) + 1))  # fmt: skip
+    bold = pd.DataFrame([["textbf: --rwrap;" if mark == "best" else "" for _, mark in row]
+                         for row in texts], columns=frame.columns)  # fmt: skip
+    styler = frame.style.hide(axis="index").apply(lambda _: bold, axis=None)
+    header = [latex_text(text) for text in (block.corner, *block.columns)]
+    styler = styler.relabel_index(header, axis="columns")
+    return styler.to_latex(
+        column_format="l" + "r" * len(block.columns), hrules=True, position="htbp",
+        position_float="centering", label=label,
+        caption=latex_text(f"{table.title}: {block.title}"),
+    ).rstrip("\n")  # fmt: skip
+
+
 def rich_tables(table: ReportTable) -> list[Table]:
     out = []
     for block in table.blocks:
@@ -87,7 +140,8 @@ def rich_tables(table: ReportTable) -> list[Table]:
 def write_tables(
     table: ReportTable, out_dir: Path, formats: list[str] | tuple[str, ...]
 ) -> list[Path]:
-    """Write ``<stem>.md`` / ``.csv`` (as ``formats`` asks) into ``out_dir`` (created)."""
+    """Write ``<stem>.md`` / ``.csv`` / ``.tex`` (as ``formats`` asks) into ``out_dir``
+    (created)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -98,5 +152,9 @@ def write_tables(
     if "csv" in formats:
         path = out_dir / f"{table.stem}.csv"
         long_form(table).to_csv(path, index=False)
+        written.append(path)
+    if "tex" in formats:
+        path = out_dir / f"{table.stem}.tex"
+        path.write_text(latex(table), encoding="utf-8")
         written.append(path)
     return written
