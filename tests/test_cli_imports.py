@@ -78,6 +78,8 @@ COMMANDS = {
     "retry": ["retry", "--jobs", "1", "--db", "{db}"],
     "slurm": ["slurm", "--workers-per-node", "2", "--db", "postgresql://u@h/d"],
     "db version": ["db", "version", "--db", "{db}"],
+    "jobs": ["jobs", "--db", "{db}"],
+    "jobs show": ["jobs", "show", "1", "--db", "{db}"],
 }  # fmt: skip
 
 

@@ -5,6 +5,7 @@ import typer
 from lorabench.cli.db import db_app
 from lorabench.cli.export import export_command
 from lorabench.cli.fetch import fetch_command
+from lorabench.cli.joblist import jobs_app
 from lorabench.cli.jobs import cancel_command, retry_command
 from lorabench.cli.plan import plan_command
 from lorabench.cli.quickstart import quickstart_command
@@ -35,4 +36,5 @@ app.command("variants")(variants_command)
 app.command("tasks")(tasks_command)
 app.command("slurm")(slurm_command)
 app.command("fetch")(fetch_command)
+app.add_typer(jobs_app, name="jobs")
 app.add_typer(db_app, name="db")

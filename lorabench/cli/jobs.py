@@ -32,6 +32,14 @@ def check_job_id(job_id: int) -> None:
         raise ValueError(f"no job has id {job_id}: job ids run from 1 to {INT_MAX}")
 
 
+def require_names(engine, sweep: str | None, ids: list[int] | None) -> None:  # noqa: ANN001
+    """A sweep or job the database does not hold is a typo: exit 2 naming it, not "0 jobs"."""
+    from lorabench.store import require_jobs, require_sweep
+
+    require_sweep(engine, sweep)
+    require_jobs(engine, ids)
+
+
 def retry_command(
     sweep: SweepOption = None,
     jobs: JobIds = None,
@@ -42,8 +50,11 @@ def retry_command(
     from lorabench.store import opened, retry
 
     states = ("failed", "cancelled") if cancelled else ("failed",)
+    with user_errors():
+        ids = _ids(jobs)
     with user_errors(), opened(db) as engine:
-        count = retry(engine, sweep=sweep, job_ids=_ids(jobs), states=states)
+        require_names(engine, sweep, ids)
+        count = retry(engine, sweep=sweep, job_ids=ids, states=states)
     console.print(f"requeued {count} job(s)")
 
 
@@ -56,5 +67,6 @@ def cancel_command(sweep: SweepOption = None, jobs: JobIds = None, db: DbOption 
         if sweep is None and ids is None:
             raise ValueError("say what to cancel: --sweep NAME and/or --jobs 1,2,3")
     with user_errors(), opened(db) as engine:
+        require_names(engine, sweep, ids)
         cancelled, requested = cancel(engine, sweep=sweep, job_ids=ids)
     console.print(f"cancelled {cancelled} queued job(s); asked {requested} running job(s) to stop")

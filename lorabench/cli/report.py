@@ -87,7 +87,7 @@ def write_report(
     out: Path = Path("reports"),
     compare: str | None = None,
 ) -> list[Path]:
-    from lorabench.report.configs import apply_where, parse_where
+    from lorabench.report.configs import narrow
     from lorabench.report.load import load_data
     from lorabench.report.plot import save_figure
     from lorabench.report.registry import (
@@ -99,7 +99,7 @@ def write_report(
     )
     from lorabench.report.render import rich_tables, write_tables
     from lorabench.report.select import Scoring
-    from lorabench.store import opened
+    from lorabench.store import opened, require_sweep
 
     formats = formats or ["md", "csv", "png"]
     if table is None and figure is None:
@@ -118,11 +118,8 @@ def write_report(
         raise ValueError(f"--out {out} is a file; the report needs a folder")
     written: list[Path] = []
     with opened(db, read_only=True) as engine:
-        data = load_data(engine, sweep=sweep)
-        filters = parse_where(where or [], data.jobs)
-        if task is not None:
-            data = data.only(data.jobs["task"] == task)
-        data = apply_where(data, filters)
+        require_sweep(engine, sweep)  # else a misspelt sweep reads as "no jobs in the database"
+        data = narrow(load_data(engine, sweep=sweep), task=task, where=where or [])
         # Built while the engine is open: per-example outcomes are read on demand.
         if table is not None:
             for report in build_tables(table, data, scoring, compare=compare is not None):

@@ -26,11 +26,12 @@ def status_command(
     """Progress, throughput and ETA per sweep; workers (alive/stopped/dead); running and
     failed jobs."""
     from lorabench.monitor import render_snapshot, take_snapshot
-    from lorabench.store import opened
+    from lorabench.store import opened, require_sweep
 
     with user_errors():
         require_finite("--interval", interval)
     with user_errors(), opened(db, read_only=True) as engine:
+        require_sweep(engine, sweep)  # a misspelt name is an error, not "no jobs planned"
         if not watch:
             console.print(render_snapshot(take_snapshot(engine, sweep=sweep)))
             return

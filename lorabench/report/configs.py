@@ -191,11 +191,40 @@ def _json(raw: str) -> Any:
         return raw
 
 
+def field_values(jobs: pd.DataFrame, name: str) -> pd.Series:
+    """Column `name` of `jobs`, where a top-level config field a job's stored config leaves out
+    reads as the field's default: fields added later (select_split, base_dtype) are stored only
+    when they differ from it, so that older jobs keep their hash."""
+    from lorabench.config import JobConfig
+
+    column = jobs[name] if name in jobs.columns else pd.Series(None, index=jobs.index, dtype=object)
+    spec = JobConfig.model_fields.get(name)
+    if spec is None or spec.is_required() or name in COMPOUND_FIELDS or not column.isna().any():
+        return column
+    default = spec.get_default(call_default_factory=True)
+    if default is None or isinstance(default, dict | list | tuple):
+        return column
+    return column.astype(object).where(column.notna(), default)
+
+
 def apply_where(data: Data, filters: Sequence[tuple[str, Any]]) -> Data:
     mask = pd.Series(True, index=data.jobs.index)
     for name, value in filters:
-        if name not in data.jobs.columns:
-            mask &= value is None
-            continue
-        mask &= at_value(data.jobs[name], value)
+        mask &= at_value(field_values(data.jobs, name), value)
     return data.only(mask)
+
+
+def narrow(data: Data, *, task: str | None = None, where: Sequence[str] = ()) -> Data:
+    """The jobs `--task` and `--where FIELD=VALUE` select, for every command that takes them
+    (report, results). A task no selected job has is an error, not an empty selection: a
+    misspelt one gets the catalog's "did you mean", a real one the tasks the jobs have."""
+    filters = parse_where(where, data.jobs)
+    if task is not None:
+        present = sorted(str(t) for t in data.jobs["task"].dropna().unique())
+        if present and task not in present:
+            from lorabench.catalog.task import get_task_info
+
+            get_task_info(task)  # raises for a name no task has
+            raise ValueError(f"no jobs of task {task!r}; tasks of the jobs: {', '.join(present)}")
+        data = data.only(data.jobs["task"] == task)
+    return apply_where(data, filters)

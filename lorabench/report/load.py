@@ -10,13 +10,13 @@ which two jobs differ can be found and shown (`configs.varying_fields`). Dict fi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, bindparam, inspect, select
 
 from lorabench.store.models import Job, Metric, Outcome, Sweep
 from lorabench.store.outcomes import decode_outcomes
@@ -130,13 +130,26 @@ def _scalar(value: object) -> object:
     return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
 
 
-def load_data(engine: Engine, *, sweep: str | None = None) -> Data:
-    """Read jobs, test/select rows and summary metrics; outcomes are read later, on demand."""
+def ids_in(column, ids: list[int]):  # noqa: ANN001, ANN201
+    """`column IN (ids)` with the ids written into the SQL: any number of them fits SQLite's
+    bound-parameter limit (they are integers, so nothing needs quoting)."""
+    return column.in_(bindparam(f"{column.key}_ids", ids, expanding=True, literal_execute=True))
+
+
+def load_data(
+    engine: Engine, *, sweep: str | None = None, job_ids: Collection[int] | None = None
+) -> Data:
+    """Read jobs (of `sweep`, of `job_ids`, or all), their test/select rows and summary
+    metrics; outcomes are read later, on demand."""
     job_query = select(Job.id, Sweep.name, Job.config, Job.group_hash, Job.state).join(
         Sweep, Sweep.id == Job.sweep_id
     )
     if sweep is not None:
         job_query = job_query.where(Sweep.name == sweep)
+    if job_ids is not None:
+        # A few jobs (`lorabench jobs`): read only their rows.
+        wanted = sorted({int(i) for i in job_ids})
+        job_query = job_query.where(ids_in(Job.id, wanted))
     metric_query = (
         select(Metric.job_id, Metric.split, Metric.attempt_id, Metric.epoch, Metric.name,
                Metric.value)
@@ -144,6 +157,8 @@ def load_data(engine: Engine, *, sweep: str | None = None) -> Data:
         .where(Metric.split.in_(("eval", "select", "summary")), Job.state == "done")
         .order_by(Metric.job_id, Metric.attempt_id, Metric.epoch)
     )  # fmt: skip
+    if job_ids is not None:
+        metric_query = metric_query.where(ids_in(Metric.job_id, wanted))
     with engine.connect() as conn:
         job_rows = conn.execute(job_query.order_by(Job.id)).all()
         metric_rows = conn.execute(metric_query).all()

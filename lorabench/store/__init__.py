@@ -1,6 +1,7 @@
 """The job database: schema, engines, queue operations."""
 
 from lorabench.store.engine import DEFAULT_DB, StoreError, normalise_url, open_engine, opened
+from lorabench.store.lookup import UnknownName, require_jobs, require_sweep, sweep_names
 from lorabench.store.queue import (
     ClaimedJob,
     EnqueueResult,
@@ -39,6 +40,7 @@ __all__ = [
     "MetricRow",
     "OutcomeRow",
     "StoreError",
+    "UnknownName",
     "cancel",
     "claim",
     "claim_pack",
@@ -56,8 +58,11 @@ __all__ = [
     "reclaim",
     "register_worker",
     "release",
+    "require_jobs",
+    "require_sweep",
     "retry",
     "running_jobs",
     "set_out_dir",
     "stop_worker",
+    "sweep_names",
 ]
