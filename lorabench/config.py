@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lorabench.catalog.task import build_task_params, get_task_info, task_names
 from lorabench.catalog.tasks.digits import EFFICIENTNET_LITE0
@@ -23,6 +23,7 @@ from lorabench.catalog.tasks.noop import NOOP_MODEL
 from lorabench.catalog.variant import build_params, variant_names
 from lorabench.errors import ConfigError
 from lorabench.suggest import unknown_name
+from lorabench.tracking import parse_backends
 
 # Every integer of a config (counts, sizes, priority, and the numbers inside variant_params
 # and task_params) lies in PostgreSQL's INTEGER range, the narrower of the two backends'
@@ -194,7 +195,7 @@ def _normalise(value: Any) -> Any:
 
 
 JOB_FIELDS: tuple[str, ...] = tuple(JobConfig.model_fields)
-SWEEP_META_FIELDS = ("name", "description", "max_attempts", "priority", "pack")
+SWEEP_META_FIELDS = ("name", "description", "max_attempts", "priority", "pack", "log")
 # Fields whose single value is itself a list or table: a list of those is a sweep axis.
 _COMPOUND_FIELDS: dict[str, tuple[type, ...]] = {
     "targets": (list, tuple),
@@ -215,7 +216,17 @@ class SweepSpec(_Numbers):
     # Jobs of this sweep a worker trains together when they differ only in learning rate
     # (`work --pack` overrides it); how to run, so not part of any job's config or hash.
     pack: int = Field(1, gt=0)
+    # Experiment trackers its jobs log to (`work --log` overrides): how to run, like `pack`.
+    log: tuple[str, ...] = ()
     axes: dict[str, tuple[Any, ...]]
+
+    @field_validator("log", mode="before")
+    @classmethod
+    def _tracking_backends(cls, value: Any) -> tuple[str, ...]:
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+            raise ValueError("expected a tracking backend (tensorboard, wandb, mlflow) or a list")
+        return parse_backends(names)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "sweep") -> SweepSpec:
@@ -270,6 +281,7 @@ class SweepSpec(_Numbers):
             "max_attempts": self.max_attempts,
             "priority": self.priority,
             "pack": self.pack,
+            "log": list(self.log),
             **{k: list(v) for k, v in self.axes.items()},
         }
         merged.update(values)

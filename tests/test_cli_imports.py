@@ -1,6 +1,6 @@
 """Commands that do not train never load the deep-learning stack: each runs in a fresh
-process, and afterwards torch, transformers, datasets, peft and every variant/task/trainer
-implementation module are still absent from sys.modules."""
+process, and afterwards torch, transformers, datasets, peft, the tracking libraries and every
+variant/task/trainer implementation module are still absent from sys.modules."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from report_db import ReportDB
 
-HEAVY = ("torch", "transformers", "datasets", "peft", "sklearn")
+HEAVY = ("torch", "transformers", "datasets", "peft", "sklearn", "tensorboard", "wandb", "mlflow")
 IMPLEMENTATION = ("lorabench.variants", "lorabench.tasks", "lorabench.train", "lorabench.worker")
 
 # Runs one command in-process, then prints the heavy and implementation modules it loaded.

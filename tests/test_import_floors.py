@@ -116,6 +116,11 @@ def floors(*names: str) -> tuple[str, ...]:
                            "config", "catalog")),
         ("report", floors("tasks", "variants", "train", "worker", "cli")),
         ("train", floors("worker", "store", "cli", "report")),
+        # Experiment tracking: below config (which validates backend names) and the trainer
+        # (which only sees an observer); the worker wires the two together.
+        ("tracking", floors("tasks", "variants", "train", "worker", "store", "cli", "report",
+                            "config", "catalog", "sandbox", "monitor", "slurm", "memory")),
+        ("train", floors("tracking")),
     ],
 )  # fmt: skip
 def test_each_floor_imports_only_downwards(package: str, above: tuple[str, ...]):

@@ -39,7 +39,10 @@ from lorabench.store.models import SCHEMA_VERSION, Job, Metric, SchemaVersion, S
 DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "schema1.db"
 RELEASED_LR_TABLE = DATA / "schema1-lr-table-noop.csv"
-UPGRADED = "schema 1 -> 4: added worker.process_start, created table outcome, added sweep.pack"
+UPGRADED = (
+    "schema 1 -> 5: added worker.process_start, created table outcome, added sweep.pack, "
+    "added sweep.tracking"
+)
 ALL_VERSIONS = list(range(1, SCHEMA_VERSION + 1))
 PLAN = ["plan", "--task", "noop", "--variant", "lora", "--lr", "1e-3"]
 
@@ -327,7 +330,7 @@ def test_a_new_database_is_created_at_the_current_schema(tmp_path: Path):
 
 def make_version_1(url: str) -> None:
     """A database as schema 1 left it, with one finished job: today's schema, less what
-    versions 2, 3 and 4 added."""
+    versions 2 to 5 added."""
     engine = open_engine(url, create=True)
     try:
         enqueue(engine, "old", job_rows([_noop_job(0)]))
@@ -338,6 +341,7 @@ def make_version_1(url: str) -> None:
             conn.execute(text("DROP TABLE outcome"))
             conn.execute(text("ALTER TABLE worker DROP COLUMN process_start"))
             conn.execute(text("ALTER TABLE sweep DROP COLUMN pack"))
+            conn.execute(text("ALTER TABLE sweep DROP COLUMN tracking"))
             conn.execute(SchemaVersion.__table__.delete())
             conn.execute(SchemaVersion.__table__.insert().values(version=1, applied_at=0))
     finally:

@@ -492,6 +492,7 @@ def test_a_database_of_the_previous_schema_gains_the_worker_identity_by_db_upgra
         conn.execute(text("DROP TABLE outcome"))
         conn.execute(text("ALTER TABLE worker DROP COLUMN process_start"))
         conn.execute(text("ALTER TABLE sweep DROP COLUMN pack"))
+        conn.execute(text("ALTER TABLE sweep DROP COLUMN tracking"))
         conn.execute(SchemaVersion.__table__.delete())
         conn.execute(SchemaVersion.__table__.insert().values(version=1, applied_at=0))
     engine.dispose()
@@ -503,6 +504,7 @@ def test_a_database_of_the_previous_schema_gains_the_worker_identity_by_db_upgra
         "added worker.process_start",
         "created table outcome",
         "added sweep.pack",
+        "added sweep.tracking",
     )
     assert upgrade(engine).done == ()  # once
     engine.dispose()

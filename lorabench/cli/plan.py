@@ -123,6 +123,14 @@ def plan_command(
             "in learning rate (default 1; `work --pack` overrides)."
         ),
     ] = None,  # fmt: skip
+    log: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--log",
+            help="Workers log these jobs to an experiment tracker: tensorboard, wandb or "
+            "mlflow (repeatable; `work --log` overrides).",
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="Validate and count; write nothing.")] = False,
     max_jobs_per_plan: Annotated[
         int | None,
@@ -150,6 +158,8 @@ def plan_command(
         for key, value in meta:
             if value is not None:
                 overrides[key] = value
+        if log is not None:
+            overrides["log"] = log
         result = plan(
             sweep_file, overrides, db=db, dry_run=dry_run, preset=preset,
             max_jobs=max_jobs_per_plan,
@@ -239,5 +249,6 @@ def plan(
             max_attempts=spec.max_attempts,
             priority=spec.priority,
             pack=spec.pack,  # a preset's parts share it (flags give every part the same)
+            tracking=spec.log,  # likewise
         )
     return {"sweep": result.sweep, "new": result.new, "existing": result.existing}

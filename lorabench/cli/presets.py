@@ -37,8 +37,9 @@ class PlannedPreset:
     parts: tuple[tuple[str, SweepSpec], ...]  # (label, spec) per [[sweep]] table
 
     def spec_json(self) -> str:
-        # `pack` on top, as in a sweep file's spec (flags give every part the same).
+        # `pack` and `log` on top, as in a sweep file's spec (flags give every part the same).
         data = {"preset": self.name, "pack": self.parts[0][1].pack,
+                "log": list(self.parts[0][1].log),
                 "sweeps": [s.model_dump(mode="json") for _, s in self.parts]}  # fmt: skip
         return json.dumps(data, sort_keys=True)
 

@@ -127,6 +127,7 @@ STEPS: tuple[Step, ...] = (
     Step(2, "added worker.process_start", _add_column("worker", "process_start", "TEXT")),
     Step(3, "created table outcome", _create_table(OUTCOME_V3)),
     Step(4, "added sweep.pack", _add_sweep_pack),
+    Step(5, "added sweep.tracking", _add_column("sweep", "tracking", "TEXT")),
 )
 assert [step.version for step in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 

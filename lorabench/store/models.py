@@ -8,9 +8,9 @@ from sqlmodel import Field, SQLModel
 # 1: the released lorabench. 2: worker.process_start (a worker on the same host can prove
 # another one dead). 3: the outcome table (per-example evaluation results for paired tests).
 # 4: sweep.pack (how many of a sweep's jobs a worker trains together, so the queue need not
-# read the stored spec). A new version needs a step in migrate.STEPS; `lorabench db upgrade`
-# applies them.
-SCHEMA_VERSION = 4
+# read the stored spec). 5: sweep.tracking (the experiment trackers its jobs log to). A new
+# version needs a step in migrate.STEPS; `lorabench db upgrade` applies them.
+SCHEMA_VERSION = 5
 
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 ATTEMPT_OUTCOMES = ("running", "done", "failed", "requeued", "interrupted", "lost", "cancelled")
@@ -34,6 +34,9 @@ class Sweep(SQLModel, table=True):
     pack: int = Field(
         default=1, sa_column=Column(Integer, nullable=False, server_default=text("1"))
     )
+    # The tracking backends its jobs log to (a JSON list of names, e.g. ["tensorboard"]) unless
+    # a worker's --log says otherwise: the latest plan's `log`. NULL: none.
+    tracking: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class Job(SQLModel, table=True):

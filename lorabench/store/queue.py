@@ -107,14 +107,17 @@ def enqueue(
     max_attempts: int = 3,
     priority: int = 0,
     pack: int = 1,
+    tracking: Sequence[str] = (),
 ) -> EnqueueResult:
     """Add the jobs not yet present (by config hash), all in one transaction. The sweep keeps
-    the latest plan's `spec_json` (for people; the queue never reads it), description and
-    `pack`: how many of its jobs a worker without `--pack` trains together (`claim_pack`)."""
+    the latest plan's `spec_json` (for people; the queue never reads it), description,
+    `pack`: how many of its jobs a worker without `--pack` trains together (`claim_pack`), and
+    `tracking`: the backends its jobs log to unless a worker's `--log` says otherwise."""
     if pack < 1:
         raise ValueError(f"pack must be at least 1, got {pack}")
     dialect = dialect_of(engine)
-    sweep_values = {"spec": spec_json, "description": description, "pack": pack}
+    sweep_values = {"spec": spec_json, "description": description, "pack": pack,
+                    "tracking": json.dumps(list(tracking)) if tracking else None}  # fmt: skip
     with engine.begin() as conn:
         now = _clock(conn)
         conn.execute(
@@ -326,6 +329,25 @@ def claim_pack(
             if taken is not None:
                 pack.append(taken)
     return pack
+
+
+@dataclass(frozen=True)
+class SweepOfJob:
+    """What a worker needs to know of a claimed job's sweep: its name and its tracking."""
+
+    name: str
+    tracking: tuple[str, ...]
+
+
+def sweep_of(engine: Engine, job_id: int) -> SweepOfJob:
+    with engine.connect() as conn:
+        name, tracking = conn.execute(
+            select(Sweep.name, Sweep.tracking)
+            .join(Job, Job.sweep_id == Sweep.id)
+            .where(Job.id == job_id)
+        ).one()
+    names = json.loads(tracking) if tracking else []
+    return SweepOfJob(name=name, tracking=tuple(str(n) for n in names))
 
 
 def orphaned_jobs(engine: Engine, *, sweep: str | None = None, now: float | None = None) -> int:

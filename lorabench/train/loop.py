@@ -19,7 +19,7 @@ from lorabench.config import JobConfig
 from lorabench.tasks import Evaluation, Task, TaskSettings, build_task, build_task_params
 from lorabench.train.checkpoint import save_checkpoint
 from lorabench.train.errors import DeterministicFailure, Interrupted
-from lorabench.train.state import JobRun
+from lorabench.train.state import JobRun, Observer
 from lorabench.train.step import Epoch, Forward, accumulate, advance, epoch_order, to_device
 from lorabench.variants import (
     InjectReport,
@@ -140,9 +140,11 @@ def train_job(
     checkpoint_every: int = 50,
     grad_ckpt: bool = False,
     compile: bool = False,  # noqa: A002 (the worker flag's name)
+    observer: Observer | None = None,
 ) -> TrainResult:
     """Train and evaluate one job, resuming from `out_dir`'s checkpoint if there is one.
 
+    `observer` sees every value measured and every checkpoint (experiment tracking).
     `grad_ckpt` recomputes the base model's activations in backward (memory, not results).
     `compile` runs the training forward/backward through `torch.compile` (same math, other
     rounding; dropout draws from the compiler's generator); evaluation stays eager, since
@@ -155,7 +157,7 @@ def train_job(
     # graph need not leave: such variants train eagerly.
     compiled = compile and setup.spec.extra_loss is None
     forward = _solo_forward(setup, torch.compile(setup.model) if compiled else setup.model)
-    run = JobRun.solo(setup, out_dir, report=on_progress)
+    run = JobRun.solo(setup, out_dir, report=on_progress, observer=observer)
     reset_peak_memory(setup.device)
     started = time.perf_counter()
     for index in range(len(run.history.evals), setup.plan.epochs):
@@ -174,8 +176,7 @@ def train_job(
                 run.save()
         run.report_eval(index)
         for split, data in setup.evaluated.items():
-            evaluation = evaluate(setup, setup.model, data, split)
-            run.history.record(split, index + 1, run.step, evaluation)
+            run.record(split, index + 1, evaluate(setup, setup.model, data, split))
         run.save()
     return final_result(setup, run, seconds=time.perf_counter() - started,
                         peak_mb=peak_memory_mb(setup.device),

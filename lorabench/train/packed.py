@@ -47,7 +47,7 @@ from lorabench.train.loop import (
     reset_peak_memory,
     setup_job,
 )
-from lorabench.train.state import JobRun
+from lorabench.train.state import JobRun, Observer
 from lorabench.train.step import Epoch, Forward, accumulate, advance
 from lorabench.variants import adapter_extra_state, get_variant
 
@@ -100,16 +100,18 @@ def train_packed(
     should_stop: Callable[[], bool] | None = None,
     checkpoint_every: int = 50,
     compile: bool = False,  # noqa: A002 (the worker flag's name)
+    observers: Sequence[Observer | None] | None = None,
 ) -> list[TrainResult | BaseException]:
     """Train the jobs together; each gets its solo run's result, or the error that ended it.
-    `compile` runs the packed step through `torch.compile` (as `train_job`'s)."""
+    `compile` runs the packed step through `torch.compile` (as `train_job`'s); `observers`, one
+    per job, as `train_job`'s `observer`."""
     check_packable(cfgs)
     report = on_progress or (lambda _k, _event: None)
     stop = should_stop or (lambda: False)
     setup = setup_job(cfgs[0], Path(out_dirs[0]), torch.device(device))  # one model, one init
     if setup.prepare_seconds is not None:
         _share_prepared(out_dirs)
-    runs = _open_runs(setup, cfgs, out_dirs, report)
+    runs = _open_runs(setup, cfgs, out_dirs, report, observers)
     packed_loss = _packed_loss(setup, compile=compile)
     reset_peak_memory(setup.device)
     started, fanned_evals = time.perf_counter(), 0
@@ -143,7 +145,8 @@ def train_packed(
 
 
 def _open_runs(setup: JobSetup, cfgs: Sequence[JobConfig], out_dirs: Sequence[Path],
-               report: PackProgress) -> list[JobRun]:  # fmt: skip
+               report: PackProgress,
+               observers: Sequence[Observer | None] | None = None) -> list[JobRun]:  # fmt: skip
     """The pack's jobs, each resumed from its own checkpoint if it has one."""
     model = setup.model
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -156,6 +159,7 @@ def _open_runs(setup: JobSetup, cfgs: Sequence[JobConfig], out_dirs: Sequence[Pa
             initial=initial,
             extra_state=extra_state,
             report=functools.partial(report, k),
+            observer=None if observers is None else observers[k],
         )
         for k, (cfg, out_dir) in enumerate(zip(cfgs, out_dirs, strict=True))
     ]
@@ -197,7 +201,7 @@ def _score_epoch(setup: JobSetup, scoring: list[JobRun], index: int) -> int:
         if split == "test":  # `packed_evals` counts the reported split's evaluations
             fanned_evals += fanned
         for run, evaluation in zip(scoring, evaluations, strict=True):
-            run.history.record(split, index + 1, run.step, evaluation)
+            run.record(split, index + 1, evaluation)
     for run in scoring:
         run.save()
     return fanned_evals

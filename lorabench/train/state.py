@@ -3,10 +3,10 @@ schedule and history, resumed from and written to its checkpoint."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -27,6 +27,28 @@ if TYPE_CHECKING:
     from lorabench.train.loop import JobSetup
 
 Report = Callable[[dict[str, Any]], None]
+
+
+class Observer(Protocol):
+    """Sees what a job measures, as it measures it (experiment tracking: `lorabench.tracking`).
+    `log` gets each optimizer step's `train/loss`, `train/lr`, `train/epoch` (and
+    `train/extra_loss`) and each epoch's scores as `select/NAME` and `test/NAME`, by step;
+    `saved` follows every checkpoint. It must not raise: training does not wait on it."""
+
+    def log(self, step: int, values: Mapping[str, float]) -> None: ...
+
+    def saved(self, step: int) -> None: ...
+
+
+class _NoObserver:
+    def log(self, step: int, values: Mapping[str, float]) -> None:
+        pass
+
+    def saved(self, step: int) -> None:
+        pass
+
+
+NO_OBSERVER: Observer = _NoObserver()
 
 
 @dataclass
@@ -90,6 +112,7 @@ class JobRun:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     report: Report = _ignore  # progress events ("train" each step, "eval" each epoch)
+    observer: Observer = NO_OBSERVER  # every value measured, and every checkpoint (tracking)
     # In a pack: the adapters' extra state when the pack began, which its checkpoints hold.
     # None: the job trains alone, on the model's own tensors.
     pack_extra_state: dict[str, torch.Tensor] | None = None
@@ -104,10 +127,17 @@ class JobRun:
         return self.pack_extra_state is None
 
     @classmethod
-    def solo(cls, setup: JobSetup, out_dir: Path, *, report: Report | None = None) -> JobRun:
+    def solo(
+        cls,
+        setup: JobSetup,
+        out_dir: Path,
+        *,
+        report: Report | None = None,
+        observer: Observer | None = None,
+    ) -> JobRun:
         """The job `setup` was built for, training the model's own tensors."""
         params = {n: p for n, p in setup.model.named_parameters() if p.requires_grad}
-        return cls._open(setup, setup.cfg, out_dir, params, report=report)
+        return cls._open(setup, setup.cfg, out_dir, params, report=report, observer=observer)
 
     @classmethod
     def in_pack(
@@ -119,10 +149,12 @@ class JobRun:
         initial: dict[str, torch.Tensor],
         extra_state: dict[str, torch.Tensor],
         report: Report,
+        observer: Observer | None = None,
     ) -> JobRun:
         """One job of a pack on `setup`'s model: its own leaves, starting from `initial`."""
         params = {n: t.clone().requires_grad_() for n, t in initial.items()}
-        return cls._open(setup, cfg, out_dir, params, report=report, pack_extra_state=extra_state)
+        return cls._open(setup, cfg, out_dir, params, report=report, observer=observer,
+                         pack_extra_state=extra_state)  # fmt: skip
 
     @classmethod
     def _open(
@@ -133,6 +165,7 @@ class JobRun:
         params: dict[str, torch.Tensor],
         *,
         report: Report | None,
+        observer: Observer | None = None,
         pack_extra_state: dict[str, torch.Tensor] | None = None,
     ) -> JobRun:
         groups = _optimizer_groups(setup, cfg, params, alone=pack_extra_state is None)
@@ -140,6 +173,7 @@ class JobRun:
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         run = cls(cfg=cfg, out_dir=out_dir, setup=setup, params=params, optimizer=optimizer,
                   scheduler=_scheduler(cfg, optimizer, setup), report=report or _ignore,
+                  observer=observer or NO_OBSERVER,
                   pack_extra_state=pack_extra_state)  # fmt: skip
         run.resume()
         return run
@@ -179,6 +213,12 @@ class JobRun:
             "rng_cpu": torch.get_rng_state(),
             "history": self.history.to_state(),
         })  # fmt: skip
+        self.observer.saved(self.step)
+
+    def record(self, split: str, epoch: int, evaluation: Evaluation) -> None:
+        """Keep an epoch's evaluation of `split` ("select" or "test") in the history."""
+        self.history.record(split, epoch, self.step, evaluation)
+        self.observer.log(self.step, {f"{split}/{k}": v for k, v in evaluation.scores.items()})
 
     def report_eval(self, epoch: int) -> None:
         plan = self.setup.plan

@@ -118,7 +118,10 @@ def advance(
     run.optimizer.zero_grad(set_to_none=True)
     run.step_seconds.append(seconds if seconds is not None else time.perf_counter() - started)
     run.history.losses.append((run.step, number, loss, lr))
+    measured = {"train/loss": loss, "train/lr": lr, "train/epoch": number}
     if extra is not None:
         run.history.extras.append((run.step, number, extra))
+        measured["train/extra_loss"] = extra
+    run.observer.log(run.step, measured)
     run.report({"phase": "train", "epoch": number, "epochs": plan.epochs, "step": run.step,
                 "total_steps": plan.total_steps, "loss": loss, "lr": lr})  # fmt: skip

@@ -19,7 +19,7 @@ from typing import Any
 
 from lorabench.errors import ConfigError, DataSourceError, DeterministicFailure, Interrupted
 from lorabench.worker import lifeline
-from lorabench.worker.messages import Done, Failed, Final, PackResults, Progress, Stopped
+from lorabench.worker.messages import Done, Failed, Final, Notice, PackResults, Progress, Stopped
 
 # Failures that may pass if the job runs again (another GPU, more free memory, disk freed).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (MemoryError, OSError, ConnectionError)
@@ -96,6 +96,44 @@ def _done(result: Any) -> Done:
                 resumed_from_step=result.resumed_from_step)  # fmt: skip
 
 
+def _trackers(
+    targets: list[Any] | None, configs: list[Any], out_dirs: list[str], events: Any
+) -> list[Any]:
+    """Each job's `JobTracker` (its runs on the backends `work --log` or its sweep chose), or
+    None for a job that is not tracked. `targets`: the worker's `TrackingTarget` per job."""
+    if not targets or not any(targets):
+        return [None] * len(configs)
+    from lorabench.tracking.job import JobTracker
+
+    def warn(text: str) -> None:
+        events.put(Notice(text))
+
+    trackers = []
+    for target, cfg, out_dir in zip(targets, configs, out_dirs, strict=True):
+        if target is None:
+            trackers.append(None)
+            continue
+        try:
+            trackers.append(JobTracker.for_job(target, cfg.model_dump(mode="json"),
+                                               cfg.config_hash, Path(out_dir), warn))  # fmt: skip
+        except Exception as error:  # noqa: BLE001  (tracking never fails a job)
+            warn(f"job {target.job_id}: tracking is off ({type(error).__name__}: {error})")
+            trackers.append(None)
+    return trackers
+
+
+def _end_tracking(tracker: Any, outcome: Any) -> None:
+    """Close a job's runs: with its summary when it finished (`outcome` its result), else as
+    interrupted (it resumes them later) or failed (`outcome` the error)."""
+    if tracker is None:
+        return
+    if not isinstance(outcome, BaseException):
+        tracker.finish(outcome.summary)
+        tracker.close("finished")
+    else:
+        tracker.close("interrupted" if isinstance(outcome, Interrupted) else "failed")
+
+
 def _report(
     events: Any,
     work: Callable[[], Final],
@@ -130,18 +168,27 @@ def run_child(
     compile) and `threads` (see `_use_threads`). `worker_pipe`: see the module's docstring."""
     should_stop, ensure_worker_alive = _setup_child(worker_pipe)
     options = _use_threads(options)
+    targets = options.pop("tracking", None)  # the job's TrackingTarget in a list (work --log)
     from lorabench.config import JobConfig
     from lorabench.train import train_job
 
     def work() -> Final:
-        result = train_job(
-            JobConfig(**config),
-            Path(out_dir),
-            device=device,
-            on_progress=lambda event: events.put(Progress(event)),
-            should_stop=should_stop,
-            **options,
-        )
+        cfg = JobConfig(**config)
+        (tracker,) = _trackers(targets, [cfg], [out_dir], events)
+        try:
+            result = train_job(
+                cfg,
+                Path(out_dir),
+                device=device,
+                on_progress=lambda event: events.put(Progress(event)),
+                should_stop=should_stop,
+                observer=tracker,
+                **options,
+            )
+        except BaseException as error:
+            _end_tracking(tracker, error)
+            raise
+        _end_tracking(tracker, result)
         return _done(result)
 
     _report(events, work, ensure_worker_alive)
@@ -164,15 +211,25 @@ def run_pack_child(
     from lorabench.train.packed import train_packed
 
     def work() -> Final:
-        results = train_packed(
-            [JobConfig(**config) for config in configs],
-            [Path(out_dir) for out_dir in out_dirs],
-            device=device,
-            on_progress=lambda slot, event: events.put(Progress(event, slot=slot)),
-            should_stop=should_stop,
-            checkpoint_every=options["checkpoint_every"],
-            compile=options["compile"],
-        )
+        cfgs = [JobConfig(**config) for config in configs]
+        trackers = _trackers(options.get("tracking"), cfgs, out_dirs, events)
+        try:
+            results = train_packed(
+                cfgs,
+                [Path(out_dir) for out_dir in out_dirs],
+                device=device,
+                on_progress=lambda slot, event: events.put(Progress(event, slot=slot)),
+                should_stop=should_stop,
+                checkpoint_every=options["checkpoint_every"],
+                compile=options["compile"],
+                observers=trackers,
+            )
+        except BaseException as error:
+            for tracker in trackers:
+                _end_tracking(tracker, error)
+            raise
+        for tracker, result in zip(trackers, results, strict=True):
+            _end_tracking(tracker, result)
         return PackResults([_failure(r) if isinstance(r, BaseException) else _done(r)
                             for r in results])  # fmt: skip
 

@@ -1,8 +1,8 @@
 """What a training child tells its supervisor, and what the supervisor concludes on its own.
 
 The child sends these through a multiprocessing queue (they are pickled): any number of
-`Progress`, then exactly one final message, `Done`, `Failed`, `Stopped` or, for a pack,
-`PackResults`. The supervisor adds the outcomes no child reports: `Cancelled`, `Crashed`,
+`Progress` and `Notice`, then exactly one final message, `Done`, `Failed`, `Stopped` or, for a
+pack, `PackResults`. The supervisor adds the outcomes no child reports: `Cancelled`, `Crashed`,
 `Lost`. Every job of a run ends with one `JobOutcome`. Nothing here imports torch: the
 supervisor and the fork server's preload import this module.
 """
@@ -21,6 +21,14 @@ class Progress:
 
     event: dict[str, Any]
     slot: int = 0  # the job's place in a pack; 0 for a single job
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A warning for the worker's console that does not end the job (a tracking backend that
+    failed and was dropped)."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,7 @@ class Lost:
     """The job's lease was lost: another worker may own the job now."""
 
 
-ChildMessage = Progress | Done | Failed | Stopped | PackResults
+ChildMessage = Progress | Notice | Done | Failed | Stopped | PackResults
 Final = Done | Failed | Stopped | PackResults  # the child's last message
 RunOutcome = Final | Cancelled | Crashed | Lost  # how one child's run ended
 JobOutcome = Done | Failed | Stopped | Cancelled | Crashed | Lost  # how one job ended

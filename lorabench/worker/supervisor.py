@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, assert_never
 
+from rich.markup import escape
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
@@ -33,6 +34,8 @@ from lorabench.store import (
     set_out_dir,
     stop_worker,
 )
+from lorabench.store.queue import sweep_of
+from lorabench.tracking import TrackingTarget, install_hint, missing_backends
 from lorabench.worker import lifeline
 from lorabench.worker.child import run_child, run_pack_child
 from lorabench.worker.heartbeat import Heartbeater
@@ -44,6 +47,7 @@ from lorabench.worker.messages import (
     Final,
     JobOutcome,
     Lost,
+    Notice,
     PackResults,
     Progress,
     RunOutcome,
@@ -71,6 +75,9 @@ class WorkerSettings:
     pack: int | None = None  # jobs trained together (differing only in lr); None: the sweep's
     grad_ckpt: bool = False  # recompute the base model's activations in backward (memory only)
     compile: bool = False  # torch.compile the training step (speed only)
+    # Tracking backends every job logs to (`--log`); None: each job's sweep decides (its `log`).
+    log: tuple[str, ...] | None = None
+    log_dir: Path | None = None  # tracking files (TensorBoard, W&B, MLflow); None: runs_dir
     threads: int | None = None  # CPU threads of each trainer (torch, OpenMP); None: torch's own
 
     def __post_init__(self) -> None:
@@ -109,6 +116,7 @@ class Worker:
         self.completed = 0
         self.failed = 0  # jobs this worker ran that ended failed (not requeued): the exit code
         self._refused: set[str] = set()  # variants already said to be unpackable
+        self._noticed: set[str] = set()  # warnings from training children, each said once
 
     def request_stop(self, *_signal: object) -> None:
         if self.stop_requested.is_set():
@@ -253,6 +261,7 @@ class Worker:
             return
         lead = claims[0]
         self.view.job_started(lead.job_id, lead.config, lead.attempt_number, pack=len(claims))
+        tracking = self._tracking(claims)
         beats = [
             Heartbeater(
                 self.engine,
@@ -271,6 +280,7 @@ class Worker:
         settings = self.settings
         options = {"checkpoint_every": settings.checkpoint_every, "grad_ckpt": settings.grad_ckpt,
                    "compile": settings.compile, "threads": settings.threads}  # fmt: skip
+        options["tracking"] = tracking
         common = (settings.device, options, worker_pipe, events)
         if len(claims) == 1:
             target, args = run_child, (lead.config, out_dirs[lead.job_id], *common)
@@ -316,6 +326,8 @@ class Worker:
                     beats[slot].progress = event
                     if slot == 0:
                         self.view.update(event)
+                case Notice(text=text):
+                    self._notice(text)
                 case Stopped(step=step) if reason == "cancelled":
                     return Cancelled(step=step)
                 case Done() | Failed() | Stopped() | PackResults():
@@ -342,6 +354,28 @@ class Worker:
                 if stopping_since is not None:
                     return _stopped(reason)
                 return Crashed(exitcode=child.exitcode)
+
+    def _tracking(self, claims: list[ClaimedJob]) -> list[TrackingTarget] | None:
+        """Where each job of a run is logged: the worker's --log, else its sweep's; None when
+        nowhere. A backend whose library is missing is left out, said once."""
+        if self.settings.log == ():
+            return None
+        sweep = self.through_outages(sweep_of, claims[0].job_id)  # a pack shares one sweep
+        wanted = sweep.tracking if self.settings.log is None else self.settings.log
+        missing = missing_backends(wanted)
+        for name in missing:
+            self._notice(f"{name} logging is off: {install_hint(name)}")
+        backends = tuple(n for n in wanted if n not in missing)
+        if not backends:
+            return None
+        log_dir = (self.settings.log_dir or self.settings.runs_dir).resolve()
+        return [TrackingTarget(backends=backends, log_dir=str(log_dir), sweep=sweep.name,
+                               job_id=claimed.job_id) for claimed in claims]  # fmt: skip
+
+    def _notice(self, text: str) -> None:
+        if text not in self._noticed:
+            self._noticed.add(text)
+            self.view.say(f"[yellow]warning:[/] {escape(text)}")
 
     def _record(self, claimed: ClaimedJob, label: str, outcome: JobOutcome) -> None:
         try:
@@ -408,7 +442,7 @@ def _final_message(events: Any) -> Final | None:
         except queue.Empty:
             return None
         match message:
-            case Progress():
+            case Progress() | Notice():
                 continue
             case Done() | Failed() | Stopped() | PackResults():
                 return message
