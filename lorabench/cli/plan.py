@@ -127,6 +127,7 @@ def plan_command(
         list[str] | None,
         typer.Option(
             "--log",
+            metavar="NAME",
             help="Workers log these jobs to an experiment tracker: tensorboard, wandb or "
             "mlflow (repeatable; `work --log` overrides).",
         ),

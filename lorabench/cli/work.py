@@ -86,6 +86,7 @@ def work_command(
         list[str] | None,
         typer.Option(
             "--log",
+            metavar="NAME",
             help="Log every job to an experiment tracker: tensorboard, wandb or mlflow "
             "(repeatable; 'none': not even the sweep's). Default: the sweep's own `log`.",
         ),
