@@ -80,6 +80,7 @@ COMMANDS = {
     "db version": ["db", "version", "--db", "{db}"],
     "jobs": ["jobs", "--db", "{db}"],
     "jobs show": ["jobs", "show", "1", "--db", "{db}"],
+    "results": ["results", "--db", "{db}", "--format", "parquet", "--out", "{out}.parquet"],
 }  # fmt: skip
 
 

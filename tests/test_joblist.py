@@ -185,6 +185,7 @@ WRONG_NAMES = {
     "export": (["export", "99", "{tmp}/out"], "no job with id 99"),
     "jobs": (["jobs", "--sweep", "nonexist"], "unknown sweep 'nonexist'"),
     "jobs show": (["jobs", "show", "99"], "no job with id 99; the database holds jobs 1-4"),
+    "results": (["results", "--sweep", "nonexist"], "unknown sweep 'nonexist'"),
 }  # fmt: skip
 
 

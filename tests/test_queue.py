@@ -296,10 +296,10 @@ def test_planning_again_sets_the_sweeps_pack(engine):
 
 @pytest.mark.parametrize("preset", ["paper-glue", "paper-nlg"])
 def test_a_preset_planned_with_pack_has_its_jobs_claimed_as_packs(db_url: str, preset: str):
-    from lorabench.cli.plan import plan
+    from lorabench.api import plan
 
-    planned = plan(None, {"pack": 3}, db=db_url, preset=preset)
-    assert planned["new"] > 0
+    planned = plan(pack=3, db=db_url, preset=preset)
+    assert planned.new > 0
     engine = open_engine(db_url)
     try:
         with engine.connect() as conn:

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from lorabench.api import Planned, plan
 from lorabench.cli import app
-from lorabench.cli.plan import plan
 from lorabench.cli.quickstart import FULL_SWEEP, QUICKSTART_SWEEP
 from lorabench.report.finding import lr_vs_variant, render_finding
 from lorabench.store import MetricRow, claim, finish, open_engine, register_worker
@@ -37,14 +37,13 @@ def test_full_sweep_is_five_variants_by_seven_lrs_at_quick_mode_settings():
 
 
 def test_full_sweep_plans_35_jobs_with_the_quick_settings(tmp_path: Path):
-    dry = plan(None, dict(FULL_SWEEP), db=str(tmp_path / "x.db"), dry_run=True)
-    assert dry["sweep"] == "quickstart-full" and dry["jobs"] == 35
+    dry = plan(FULL_SWEEP, db=str(tmp_path / "x.db"), dry_run=True)
+    assert (dry.sweep, dry.jobs, dry.new, dry.dry_run) == ("quickstart-full", 35, 0, True)
     db = str(tmp_path / "q.db")
-    assert plan(None, dict(FULL_SWEEP), db=db) == {
-        "sweep": "quickstart-full", "new": 35, "existing": 0,
-    }  # fmt: skip
+    assert plan(FULL_SWEEP, db=db) == Planned(sweep="quickstart-full", jobs=35, new=35,
+                                              existing=0)  # fmt: skip
     # Re-running quickstart re-plans: nothing is added, so the worker resumes what is left.
-    assert plan(None, dict(FULL_SWEEP), db=db)["existing"] == 35
+    assert plan(FULL_SWEEP, db=db).existing == 35
     engine = open_engine(db, read_only=True)
     with engine.connect() as conn:
         configs = [json.loads(c) for c in conn.execute(select(Job.config)).scalars()]
@@ -120,7 +119,7 @@ def fake_worker(*, db: str, sweep: str, **_: object) -> None:
 
 
 def test_quickstart_full_end_to_end_with_a_fake_worker(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr("lorabench.cli.work.run_worker", fake_worker)
+    monkeypatch.setattr("lorabench.api.run_worker", fake_worker)
     db, out = str(tmp_path / "q.db"), tmp_path / "reports"
     args = ["quickstart", "--full", "--db", db, "--out", str(out)]
     result = runner.invoke(app, args, terminal_width=300)

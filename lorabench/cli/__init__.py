@@ -10,6 +10,7 @@ from lorabench.cli.jobs import cancel_command, retry_command
 from lorabench.cli.plan import plan_command
 from lorabench.cli.quickstart import quickstart_command
 from lorabench.cli.report import report_command
+from lorabench.cli.results import results_command
 from lorabench.cli.slurm import slurm_command
 from lorabench.cli.status import status_command
 from lorabench.cli.variants import tasks_command, variants_command
@@ -30,6 +31,7 @@ app.command("status")(status_command)
 app.command("retry")(retry_command)
 app.command("cancel")(cancel_command)
 app.command("report")(report_command)
+app.command("results")(results_command)
 app.command("quickstart")(quickstart_command)
 app.command("export")(export_command)
 app.command("variants")(variants_command)

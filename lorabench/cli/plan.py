@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import tomllib
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+# The planner lives in the Python API (`lorabench.plan`); the command parses flags and prints.
+from lorabench.api import job_rows, plan  # noqa: F401  (job_rows: also imported from here)
 from lorabench.cli.common import DbOption, console, split_list, user_errors
 
 if TYPE_CHECKING:
-    from lorabench.config import JobConfig
-    from lorabench.store import JobRow
+    from lorabench.api import Planned
 
 # Flags that name one JobConfig axis each; a comma-separated value sweeps it.
 AXIS_FLAGS = {
@@ -169,87 +168,19 @@ def plan_command(
         print_estimate(result)
         return
     console.print(
-        f"sweep [bold]{result['sweep']}[/]: [green]{result['new']} new[/] jobs, "
-        f"{result['existing']} already present"
+        f"sweep [bold]{result.sweep}[/]: [green]{result.new} new[/] jobs, "
+        f"{result.existing} already present"
     )
 
 
-def print_estimate(result: dict[str, Any]) -> None:
+def print_estimate(result: Planned) -> None:
     from lorabench.cli.memory import print_memory
     from lorabench.cli.presets import ESTIMATE_NOTE, format_hours
 
-    console.print(f"sweep [bold]{result['sweep']}[/]: {result['jobs']} jobs (dry run)")
-    parts = result["parts"]
-    if len(parts) > 1:
-        for label, count, hours in parts:
+    console.print(f"sweep [bold]{result.sweep}[/]: {result.jobs} jobs (dry run)")
+    if len(result.parts) > 1:
+        for label, count, hours in result.parts:
             console.print(f"  {label}: {count} jobs, ~{format_hours(hours)} GPU-hours")
-    console.print(f"estimated GPU-hours: ~{format_hours(result['gpu_hours'])}")
+    console.print(f"estimated GPU-hours: ~{format_hours(result.gpu_hours or 0.0)}")
     console.print(f"({ESTIMATE_NOTE})", style="dim", highlight=False)
-    print_memory(result["memory"])
-
-
-def job_rows(jobs: Iterable[JobConfig]) -> list[JobRow]:
-    """Jobs as the queue stores them: canonical config JSON and the two hashes."""
-    from lorabench.store import JobRow
-
-    return [JobRow(job.canonical_json(), job.config_hash, job.group_hash) for job in jobs]
-
-
-def plan(
-    sweep_file: Path | None,
-    overrides: dict[str, Any],
-    *,
-    db: str | None,
-    dry_run: bool = False,
-    preset: str | None = None,
-    max_jobs: int | None = None,
-) -> dict[str, Any]:
-    """Validate every job first, then write them all in one transaction (or nothing).
-
-    A sweep of more than `max_jobs` jobs (default `config.MAX_JOBS_PER_PLAN`) is refused by
-    counting its matrix, before a single job is built."""
-    from lorabench.cli.presets import gpu_hours, load_preset, plan_preset
-    from lorabench.config import MAX_JOBS_PER_PLAN, ConfigError, SweepSpec, check_plan_size
-    from lorabench.memory import families
-    from lorabench.store import enqueue, opened
-
-    max_jobs = MAX_JOBS_PER_PLAN if max_jobs is None else max_jobs
-    if preset is not None:
-        if sweep_file is not None:
-            raise ConfigError("give a sweep file or --preset, not both")
-        planned = plan_preset(load_preset(preset), overrides)
-        check_plan_size([spec for _, spec in planned.parts], max_jobs, name=planned.name)
-        parts = [(label, spec.expand(max_jobs)) for label, spec in planned.parts]
-        # Parts may share jobs (the sensitivity study's base point): each is planned once.
-        jobs = list({job.config_hash: job for _, part in parts for job in part}.values())
-        spec, spec_json = planned.parts[0][1], planned.spec_json()
-    else:
-        if sweep_file is not None:
-            spec = SweepSpec.from_toml(sweep_file).override(overrides)
-        else:
-            spec = SweepSpec.from_mapping(overrides, source="command line")
-        jobs = spec.expand(max_jobs)
-        parts = [(spec.name, jobs)]
-        spec_json = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
-    if dry_run:
-        return {
-            "sweep": spec.name,
-            "jobs": len(jobs),
-            "gpu_hours": gpu_hours(jobs),
-            "parts": [(label, len(part), gpu_hours(part)) for label, part in parts],
-            # Peak GPU memory per family of jobs that need the same (lorabench.memory).
-            "memory": families(job.model_dump(mode="json") for job in jobs),
-        }
-    with opened(db, create=True) as engine:
-        result = enqueue(
-            engine,
-            spec.name,
-            job_rows(jobs),
-            spec_json=spec_json,
-            description=spec.description,
-            max_attempts=spec.max_attempts,
-            priority=spec.priority,
-            pack=spec.pack,  # a preset's parts share it (flags give every part the same)
-            tracking=spec.log,  # likewise
-        )
-    return {"sweep": result.sweep, "new": result.new, "existing": result.existing}
+    print_memory(result.memory)

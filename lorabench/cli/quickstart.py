@@ -50,9 +50,7 @@ def quickstart_command(
     """Plan LoRA and rsLoRA x 4 learning rates on bbc-news, run them, write the report.
 
     With --full: LoRA, DoRA, PiSSA, LoRA+ and LoRA-GA x 7 learning rates, then the finding."""
-    from lorabench.cli.plan import plan
-    from lorabench.cli.report import write_report
-    from lorabench.cli.work import run_worker
+    from lorabench import api
 
     quiet_libraries()
     started = time.perf_counter()
@@ -61,14 +59,18 @@ def quickstart_command(
             raise ValueError(f"--out {out} is a file; the report needs a folder")
         sweep = dict(FULL_SWEEP if full else QUICKSTART_SWEEP)
         name = sweep["name"]
-        planned = plan(None, sweep, db=db)
+        planned = api.plan(sweep, db=db)
         console.print(
-            f"planned sweep [bold]{name}[/]: {planned['new']} new job(s), "
-            f"{planned['existing']} already present"
+            f"planned sweep [bold]{name}[/]: {planned.new} new job(s), "
+            f"{planned.existing} already present"
         )
-        run_worker(db=db, gpu=gpu, sweep=name, exit_when_empty=True, heartbeat_seconds=5.0,
-                   lease_seconds=60.0, checkpoint_every=10)  # fmt: skip
-        written = write_report(
+        try:
+            api.run_worker(db=db, gpu=gpu, sweep=name, exit_when_empty=True,
+                           heartbeat_seconds=5.0, lease_seconds=60.0,
+                           checkpoint_every=10)  # fmt: skip
+        except KeyboardInterrupt:  # the running job is checkpointed and back in the queue
+            raise typer.Exit(130) from None
+        written = api.write_report(
             db=db, table="lr", figure="lr-sweep", sweep=name, out=out,
             formats=["md", "csv", "png"],
         )  # fmt: skip
