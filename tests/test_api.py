@@ -138,6 +138,40 @@ def test_no_api_name_is_shadowed_by_a_subpackage():
         assert getattr(lorabench, name) is getattr(api, name)
 
 
+@pytest.mark.parametrize(
+    ("outcome", "code", "said"),
+    [
+        (lorabench.WorkerRun("cpu", handled=3, failed=0), 0, "worker finished: 3 job(s) handled"),
+        (lorabench.WorkerRun("cpu", handled=3, failed=2), 1, "2 job(s) ended failed"),
+        (KeyboardInterrupt(), 130, ""),
+    ],
+)
+def test_work_runs_the_api_worker_and_maps_its_outcome_to_an_exit_code(
+    tmp_path: Path, monkeypatch, outcome, code: int, said: str
+):
+    from typer.testing import CliRunner
+
+    from lorabench.cli import app
+
+    calls = []
+
+    def fake(**options):
+        calls.append(options)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr("lorabench.api.run_worker", fake)
+    args = ["work", "--db", str(tmp_path / "w.db"), "--gpu", "cpu", "--sweep", "s",
+            "--exit-when-empty", "--runs-dir", str(tmp_path / "runs")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == code, result.output
+    assert said in " ".join(result.output.split())
+    (options,) = calls
+    assert (options["db"], options["gpu"], options["sweep"]) == (str(tmp_path / "w.db"), "cpu", "s")
+    assert options["exit_when_empty"] is True and options["runs_dir"] == tmp_path / "runs"
+
+
 def test_the_api_imports_implementations_only_inside_run_worker():
     path = Path(lorabench.__file__).parent / "api.py"
     assert cli_implementation_imports(path.read_text(), "lorabench.api") == []

@@ -179,20 +179,14 @@ def _tracking(log: list[str] | None, log_dir: Path | None) -> tuple[str, ...] | 
 
 
 def run_worker(*, db: str | None, gpu: str | None, **options: object) -> int:
-    from lorabench.store import opened
-    from lorabench.worker import Worker, WorkerSettings, WorkerView, pick_device
+    """`lorabench.run_worker` (the Python API runs the worker), its outcome as exit codes."""
+    from lorabench.api import run_worker as run
 
-    device, warning = pick_device(gpu)
-    if warning:
-        err_console.print(f"[yellow]warning:[/] {warning}")
-    settings = WorkerSettings(device=device, **options)  # type: ignore[arg-type]
-    with opened(db) as engine, WorkerView(console) as view:
-        console.print(f"worker on [bold]{device}[/], database {engine.url}")
-        worker = Worker(engine, settings, view)
-        handled = worker.run()
-    if worker.stop_requested.is_set():
-        raise typer.Exit(130)
-    if worker.failed:  # 1, not 2: the command was right, its jobs were not
-        err_console.print(f"[red]{worker.failed} job(s) ended failed[/]; see lorabench status")
+    try:
+        result = run(db=db, gpu=gpu, **options)
+    except KeyboardInterrupt:  # asked to stop: the running job was checkpointed and requeued
+        raise typer.Exit(130) from None
+    if result.failed:  # 1, not 2: the command was right, its jobs were not
+        err_console.print(f"[red]{result.failed} job(s) ended failed[/]; see lorabench status")
         raise typer.Exit(1)
-    return handled
+    return result.handled
