@@ -60,6 +60,7 @@ def finished_db(tmp_path_factory) -> Path:
 COMMANDS = {
     "help": ["--help"],
     "version": ["--version"],
+    "report tex": ["report", "--table", "lr", "--format", "tex", "--db", "{db}", "--out", "{out}"],
     "plan help": ["plan", "--help"],
     "work help": ["work", "--help"],
     "export help": ["export", "--help"],
@@ -70,7 +71,6 @@ COMMANDS = {
     "plan preset dry-run": ["plan", "--preset", "paper-glue", "--dry-run", "--db", "{db}"],
     "plan": ["plan", "--task", "noop", "--variant", "vera", "--lr", "1e-3", "--db", "{db}"],
     "report lr": ["report", "--table", "lr", "--db", "{db}", "--out", "{out}"],
-    "report tex": ["report", "--table", "lr", "--format", "tex", "--db", "{db}", "--out", "{out}"],
     "report figure": ["report", "--figure", "lr-sweep", "--db", "{db}", "--out", "{out}"],
     "variants": ["variants"],
     "tasks": ["tasks"],
