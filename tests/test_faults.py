@@ -22,9 +22,9 @@ from lorabench.config import resolve_job
 from lorabench.store import database_time, enqueue, open_engine
 from lorabench.store.models import Attempt, Job, Metric, Outcome, Worker
 
-# A noop job reports loss and lr for its one step, one select and one eval score and 8 summary
-# values.
-METRIC_ROWS_PER_NOOP_JOB = 12
+# A noop job reports loss and lr for its one step, one select and one eval score and 9 summary
+# values (the 9th: cpu_threads, which the worker's trainer adds).
+METRIC_ROWS_PER_NOOP_JOB = 13
 LOCK_ERRORS = re.compile(r"database is locked|could not serialize|deadlock detected", re.I)
 
 
