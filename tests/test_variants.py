@@ -483,10 +483,10 @@ def test_registry_contents():
         assert isinstance(build_params(name, None), spec.params_cls)
 
 
-def test_unknown_variant_lists_allowed():
-    with pytest.raises(UnknownVariantError, match="lora") as info:
+def test_unknown_variant_suggests_the_closest_name():
+    with pytest.raises(UnknownVariantError, match="did you mean 'dora'") as info:
         get_variant("dora-ish")
-    assert isinstance(info.value, ValueError) and "rslora" in str(info.value)
+    assert isinstance(info.value, ValueError) and "lorabench variants lists all" in str(info.value)
     with pytest.raises(UnknownVariantError):
         inject(nn.Sequential(nn.Linear(2, 2)), "nope", targets=("0",), rank=1, alpha=1)
 
