@@ -25,6 +25,17 @@ DbOption = Annotated[
     ),
 ]
 
+# The job filters `report` and `results` share (applied by report.configs.narrow).
+SweepOption = Annotated[str | None, typer.Option(help="Only this sweep.")]
+TaskOption = Annotated[str | None, typer.Option(help="Only this task.")]
+WhereOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Only jobs whose config has FIELD=VALUE (repeatable; any config field, "
+        "or variant_params.KEY / task_params.KEY)."
+    ),
+]
+
 
 @contextmanager
 def user_errors() -> Iterator[None]:

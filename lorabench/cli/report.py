@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from lorabench.cli.common import DbOption, console, split_list, user_errors
+from lorabench.cli.common import (
+    DbOption,
+    SweepOption,
+    TaskOption,
+    WhereOption,
+    console,
+    split_list,
+    user_errors,
+)
 
 COMPARES = ("paper",)
 FORMATS = ("md", "csv", "tex", "png", "svg")
@@ -28,15 +36,9 @@ def report_command(
             "lists every registered figure."
         ),  # fmt: skip
     ] = None,
-    sweep: Annotated[str | None, typer.Option(help="Only this sweep.")] = None,
-    task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
-    where: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Only jobs whose config has FIELD=VALUE (repeatable; any config field, "
-            "or variant_params.KEY / task_params.KEY)."
-        ),  # fmt: skip
-    ] = None,
+    sweep: SweepOption = None,
+    task: TaskOption = None,
+    where: WhereOption = None,
     metric: Annotated[
         str | None, typer.Option(help="Metric (default: each task's primary metric).")
     ] = None,

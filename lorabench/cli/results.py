@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
-from lorabench.cli.common import DbOption, err_console, split_list, user_errors
+from lorabench.cli.common import (
+    DbOption,
+    SweepOption,
+    TaskOption,
+    WhereOption,
+    err_console,
+    split_list,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,14 +34,9 @@ def results_command(
         Path | None,
         typer.Option(help="File to write (default: standard output; parquet needs a file)."),
     ] = None,
-    sweep: Annotated[str | None, typer.Option(help="Only this sweep.")] = None,
-    task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
-    where: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Only jobs whose config has FIELD=VALUE (repeatable; as `report --where`)."
-        ),
-    ] = None,
+    sweep: SweepOption = None,
+    task: TaskOption = None,
+    where: WhereOption = None,
     split: Annotated[
         str | None,
         typer.Option(
