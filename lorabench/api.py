@@ -152,7 +152,8 @@ def run_worker(
 
     `gpu`: a GPU index or "cpu" (default: GPU 0 when CUDA is available). `options` are `work`'s
     other options by their Python names: `max_jobs`, `lease_seconds`, `heartbeat_seconds`,
-    `checkpoint_every`, `poll_seconds`, `pack`, `grad_ckpt`, `compile`, `threads`. Progress is
+    `checkpoint_every`, `poll_seconds`, `pack`, `grad_ckpt`, `compile`, `threads`, `log`
+    (tracking backends), `log_dir`. Progress is
     printed as by `lorabench work`. Ctrl-C (or SIGTERM) checkpoints the running job and gives
     it back to the queue without spending an attempt, then raises KeyboardInterrupt."""
     from lorabench.cli.common import console, err_console, quiet_libraries

@@ -138,3 +138,29 @@ def test_quickstart_full_end_to_end_with_a_fake_worker(tmp_path: Path, monkeypat
     again = runner.invoke(app, args, terminal_width=300)
     assert again.exit_code == 0, again.output
     assert "0 new job(s), 35 already present" in again.output
+
+
+def test_quickstart_passes_its_trackers_to_the_worker_and_refuses_a_typo_before_planning(
+    tmp_path: Path, monkeypatch
+):
+    seen: list[dict] = []
+
+    def recording_worker(**options: object) -> None:
+        seen.append({k: options.get(k) for k in ("sweep", "log", "log_dir")})
+        fake_worker(**options)
+
+    monkeypatch.setattr("lorabench.api.run_worker", recording_worker)
+    db, logs = tmp_path / "q.db", tmp_path / "logs"
+    typo = runner.invoke(app, ["quickstart", "--db", str(db), "--log", "tensorbord"])
+    assert typo.exit_code == 2
+    assert "did you mean 'tensorboard'?" in typo.output
+    assert (seen, db.exists()) == ([], False)  # refused before anything was planned or run
+    args = ["quickstart", "--full", "--db", str(db), "--out", str(tmp_path / "r"),
+            "--log", "tensorboard", "--log", "mlflow", "--log-dir", str(logs)]  # fmt: skip
+    result = runner.invoke(app, args, terminal_width=300)
+    assert result.exit_code == 0, result.output
+    assert seen == [{"sweep": "quickstart-full", "log": ("tensorboard", "mlflow"), "log_dir": logs}]
+    seen.clear()
+    plain = runner.invoke(app, args[:6], terminal_width=300)  # no --log: the sweep decides
+    assert plain.exit_code == 0, plain.output
+    assert seen == [{"sweep": "quickstart-full", "log": None, "log_dir": None}]

@@ -6,6 +6,7 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -33,6 +34,25 @@ WhereOption = Annotated[
     typer.Option(
         help="Only jobs whose config has FIELD=VALUE (repeatable; any config field, "
         "or variant_params.KEY / task_params.KEY)."
+    ),
+]
+
+# Experiment tracking, for `work` and `quickstart` (validated by tracking_backends).
+LogOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--log",
+        metavar="NAME",
+        help="Log every job to an experiment tracker: tensorboard, wandb or mlflow "
+        "(repeatable; 'none': not even the sweep's). Default: the sweep's own `log`.",
+    ),
+]
+LogDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Where TensorBoard event files, W&B runs and the MLflow file store go "
+        "(WANDB_DIR, MLFLOW_TRACKING_URI override theirs). Default: --runs-dir.",
+        show_default=False,
     ),
 ]
 
@@ -82,6 +102,20 @@ def require_finite(option: str, value: float | None) -> None:
     """Click's FloatRange lets nan through (every comparison with nan is false) and takes inf."""
     if value is not None and not math.isfinite(value):
         raise ValueError(f"{option} must be a finite number, got {value}")
+
+
+def tracking_backends(log: list[str] | None, log_dir: Path | None) -> tuple[str, ...] | None:
+    """`--log` as backend names (None: the sweep decides; (): `--log none`), each installed."""
+    from lorabench.tracking import install_hint, missing_backends, parse_backends
+
+    if log_dir is not None and log_dir.exists() and not log_dir.is_dir():
+        raise ValueError(f"--log-dir {log_dir} is a file; tracking files need a folder")
+    if log is None:
+        return None
+    backends = parse_backends(log)
+    for name in missing_backends(backends):
+        raise ValueError(f"--log {name}: {install_hint(name)}")
+    return backends
 
 
 def split_list(raw: str | None) -> list[str] | None:

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from lorabench.cli.common import DbOption, console, quiet_libraries, user_errors
+from lorabench.cli.common import (
+    DbOption,
+    LogDirOption,
+    LogOption,
+    console,
+    quiet_libraries,
+    tracking_backends,
+    user_errors,
+)
 
 # Sized to finish in a few minutes on 2 CPU cores while showing the paper's point: the
 # learning rate moves the score far more than the choice between LoRA and rsLoRA.
@@ -46,6 +54,8 @@ def quickstart_command(
             "cores), then print how much the learning rate matters vs the variant.",
         ),
     ] = False,
+    log: LogOption = None,
+    log_dir: LogDirOption = None,
 ) -> None:
     """Plan LoRA and rsLoRA x 4 learning rates on bbc-news, run them, write the report.
 
@@ -57,6 +67,7 @@ def quickstart_command(
     with user_errors():
         if out.exists() and not out.is_dir():  # said now, not after the sweep has run
             raise ValueError(f"--out {out} is a file; the report needs a folder")
+        tracking = tracking_backends(log, log_dir)
         sweep = dict(FULL_SWEEP if full else QUICKSTART_SWEEP)
         name = sweep["name"]
         planned = api.plan(sweep, db=db)
@@ -67,7 +78,7 @@ def quickstart_command(
         try:
             api.run_worker(db=db, gpu=gpu, sweep=name, exit_when_empty=True,
                            heartbeat_seconds=5.0, lease_seconds=60.0,
-                           checkpoint_every=10)  # fmt: skip
+                           checkpoint_every=10, log=tracking, log_dir=log_dir)  # fmt: skip
         except KeyboardInterrupt:  # the running job is checkpointed and back in the queue
             raise typer.Exit(130) from None
         written = api.write_report(

@@ -9,11 +9,14 @@ import typer
 
 from lorabench.cli.common import (
     DbOption,
+    LogDirOption,
+    LogOption,
     console,
     err_console,
     quiet_libraries,
     require_finite,
     require_int,
+    tracking_backends,
     user_errors,
 )
 
@@ -82,23 +85,8 @@ def work_command(
             "compile of tens of seconds per job, so for long jobs (see README).",
         ),
     ] = False,
-    log: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--log",
-            metavar="NAME",
-            help="Log every job to an experiment tracker: tensorboard, wandb or mlflow "
-            "(repeatable; 'none': not even the sweep's). Default: the sweep's own `log`.",
-        ),
-    ] = None,
-    log_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="Where TensorBoard event files, W&B runs and the MLflow file store go "
-            "(WANDB_DIR, MLFLOW_TRACKING_URI override theirs). Default: --runs-dir.",
-            show_default=False,
-        ),
-    ] = None,
+    log: LogOption = None,
+    log_dir: LogDirOption = None,
     db: DbOption = None,
 ) -> None:
     """Claim jobs one at a time, train and evaluate each, write the metrics back. Exits 1 when
@@ -114,7 +102,7 @@ def work_command(
         require_int("--pack", pack)
         if runs_dir.exists() and not runs_dir.is_dir():
             raise ValueError(f"--runs-dir {runs_dir} is a file; job folders need a folder")
-        tracking = _tracking(log, log_dir)
+        tracking = tracking_backends(log, log_dir)
         handled = run_worker(
             db=db,
             gpu=gpu,
@@ -162,20 +150,6 @@ def _as_args(param: Any, value: object) -> list[str]:
         return [param.secondary_opts[0]] if param.secondary_opts else []
     values = value if param.multiple else [value]
     return [arg for v in values for arg in (param.opts[0], str(getattr(v, "value", v)))]
-
-
-def _tracking(log: list[str] | None, log_dir: Path | None) -> tuple[str, ...] | None:
-    """`--log` as backend names (None: the sweep decides; (): `--log none`), each installed."""
-    from lorabench.tracking import install_hint, missing_backends, parse_backends
-
-    if log_dir is not None and log_dir.exists() and not log_dir.is_dir():
-        raise ValueError(f"--log-dir {log_dir} is a file; tracking files need a folder")
-    if log is None:
-        return None
-    backends = parse_backends(log)
-    for name in missing_backends(backends):
-        raise ValueError(f"--log {name}: {install_hint(name)}")
-    return backends
 
 
 def run_worker(*, db: str | None, gpu: str | None, **options: object) -> int:
