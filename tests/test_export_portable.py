@@ -230,6 +230,10 @@ def test_a_variant_peft_lacks_exports_merged_through_the_cli(tmp_path: Path, bat
     out = tmp_path / "merged"
     result = export(db, out, "merged")
     assert result.exit_code == 0, result.output
+    said = "".join(result.output.split())  # long paths wrap
+    files = sorted(out.iterdir())
+    assert said.count("wrote") == len(files)
+    assert [f.name for f in files if f"wrote{f}" not in said] == []  # tokenizer.json too
     loaded = transformers.AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
     assert loaded.config.id2label == dict(enumerate(BBC_LABELS))
     assert (logits(loaded, batch) - trained_logits(cfg, tmp_path / "run", batch)).abs().max(

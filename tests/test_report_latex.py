@@ -143,7 +143,7 @@ def test_the_lr_table_in_latex_exactly(db):
         "\\begin{table}[htbp]\n"
         "\\centering\n"
         "\\caption{bbc-news: accuracy (best epoch on the select split) by variant and learning "
-        "rate: bbc-news}\n"
+        "rate}\n"  # the task once: a table per task names it first
         "\\label{tab:lr-table-bbc-news}\n"
         "\\begin{tabular}{lrrrr}\n"
         "\\toprule\n"

@@ -115,14 +115,22 @@ def _latex_block(block: Block, table: ReportTable, label: str) -> str:
     return styler.to_latex(
         column_format="l" + "r" * len(block.columns), hrules=True, position="htbp",
         position_float="centering", label=label,
-        caption=latex_text(f"{table.title}: {block.title}"),
+        caption=latex_text(_caption(table, block)),
     ).rstrip("\n")  # fmt: skip
+
+
+def _caption(table: ReportTable, block: Block) -> str:
+    """The table's title, then the block's unless the title already begins with it (a table
+    per task names its task first, and `bbc-news: ...: bbc-news` says it twice)."""
+    if table.title.startswith(f"{block.title}:"):
+        return table.title
+    return f"{table.title}: {block.title}"
 
 
 def rich_tables(table: ReportTable) -> list[Table]:
     out = []
     for block in table.blocks:
-        rich = Table(title=Text(f"{table.title}: {block.title}"))  # Text: no markup in titles
+        rich = Table(title=Text(_caption(table, block)))  # Text: no markup in titles
         rich.add_column(block.corner, no_wrap=True)
         for column in block.columns:
             rich.add_column(column, justify="right")

@@ -29,7 +29,13 @@ from lorabench.variants import (
     load_adapter_extra_state,
     load_adapter_state_dict,
 )
-from lorabench.variants.peft_export import save_merged, save_native, save_peft, to_peft
+from lorabench.variants.peft_export import (
+    save_merged,
+    save_native,
+    save_peft,
+    save_tokenizer,
+    to_peft,
+)
 
 FORMATS = ("peft", "merged", "native")
 CARD = "README.md"
@@ -113,8 +119,7 @@ def export_job(
         )
         written = save_peft(peft_model, out_dir)
         if tokenizer is not None:  # AutoPeftModel* and users read it from the adapter folder
-            tokenizer.save_pretrained(str(out_dir))
-            written.append(out_dir / "tokenizer_config.json")
+            written += save_tokenizer(tokenizer, out_dir)
     else:
         if fmt == "peft":
             note = (

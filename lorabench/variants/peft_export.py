@@ -125,9 +125,14 @@ def save_merged(
     model.save_pretrained(str(out_dir))
     written = [out_dir / "config.json", *sorted(out_dir.glob("*.safetensors"))]
     if tokenizer is not None:
-        tokenizer.save_pretrained(str(out_dir))
-        written.append(out_dir / "tokenizer_config.json")
+        written += save_tokenizer(tokenizer, out_dir)
     return written
+
+
+def save_tokenizer(tokenizer: Any, out_dir: Path) -> list[Path]:
+    """`tokenizer.save_pretrained(out_dir)`; the files it wrote (it names some it may skip)."""
+    named = {Path(name) for name in tokenizer.save_pretrained(str(out_dir))}
+    return sorted(path for path in named if path.is_file())
 
 
 def save_native(model: nn.Module, config: dict[str, Any], out_dir: Path) -> list[Path]:
