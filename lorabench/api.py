@@ -58,11 +58,21 @@ class WorkerRun:
     failed: int
 
 
-def job_rows(jobs: Iterable[JobConfig]) -> list[JobRow]:
-    """Jobs as the queue stores them: canonical config JSON and the two hashes."""
+def job_rows(jobs: Iterable[JobConfig], *, brackets_of: str | None = None) -> list[JobRow]:
+    """Jobs as the queue stores them: canonical config JSON and the two hashes; with
+    `brackets_of` (a halving sweep's name), each job's bracket within that sweep and its arm."""
     from lorabench.store import JobRow
 
-    return [JobRow(job.canonical_json(), job.config_hash, job.group_hash) for job in jobs]
+    return [
+        JobRow(
+            job.canonical_json(),
+            job.config_hash,
+            job.group_hash,
+            bracket_key=None if brackets_of is None else f"{brackets_of}:{job.bracket_hash}",
+            arm=None if brackets_of is None else job.arm,
+        )
+        for job in jobs
+    ]
 
 
 def plan(
@@ -123,16 +133,18 @@ def plan(
             memory=tuple(families(job.model_dump(mode="json") for job in jobs)),
         )  # fmt: skip
     with opened(db, create=True) as engine:
+        halving = spec.search.halving  # a preset's parts share it (flags give every part the same)
         result = enqueue(
             engine,
             spec.name,
-            job_rows(jobs),
+            job_rows(jobs, brackets_of=spec.name if halving else None),
             spec_json=spec_json,
             description=spec.description,
             max_attempts=spec.max_attempts,
             priority=spec.priority,
             pack=spec.pack,  # a preset's parts share it (flags give every part the same)
             tracking=spec.log,  # likewise
+            search=spec.search.stored(),
         )
     return Planned(sweep=result.sweep, jobs=len(jobs), new=result.new, existing=result.existing)
 

@@ -22,6 +22,7 @@ from lorabench.catalog.tasks.digits import EFFICIENTNET_LITE0
 from lorabench.catalog.tasks.noop import NOOP_MODEL
 from lorabench.catalog.variant import build_params, variant_names
 from lorabench.errors import ConfigError
+from lorabench.search import GRID, SearchSpec
 from lorabench.suggest import unknown_name
 from lorabench.tracking import parse_backends
 
@@ -173,6 +174,17 @@ class JobConfig(_Numbers):
         """Identifies the job's cell: the same config over seeds."""
         return _sha256(self.canonical_json(without=("seed",)))
 
+    @property
+    def bracket_hash(self) -> str:
+        """Identifies its successive-halving bracket: the same config over learning rates and
+        seeds."""
+        return _sha256(self.canonical_json(without=("lr", "seed")))
+
+    @property
+    def arm(self) -> str:
+        """Its arm within the bracket: the learning rate, as canonical JSON text."""
+        return json.dumps(_normalise(self.lr))
+
 
 # Fields added after databases existed, left out of the canonical JSON while at these values
 # (their defaults), so jobs planned before keep their hash and are not planned twice.
@@ -195,7 +207,7 @@ def _normalise(value: Any) -> Any:
 
 
 JOB_FIELDS: tuple[str, ...] = tuple(JobConfig.model_fields)
-SWEEP_META_FIELDS = ("name", "description", "max_attempts", "priority", "pack", "log")
+SWEEP_META_FIELDS = ("name", "description", "max_attempts", "priority", "pack", "log", "search")
 # Fields whose single value is itself a list or table: a list of those is a sweep axis.
 _COMPOUND_FIELDS: dict[str, tuple[type, ...]] = {
     "targets": (list, tuple),
@@ -218,6 +230,9 @@ class SweepSpec(_Numbers):
     pack: int = Field(1, gt=0)
     # Experiment trackers its jobs log to (`work --log` overrides): how to run, like `pack`.
     log: tuple[str, ...] = ()
+    # How its learning rates are searched: "grid" (every job in full) or "halving" (see
+    # lorabench.search); how the queue runs the jobs, so not part of any job's config or hash.
+    search: SearchSpec = GRID
     axes: dict[str, tuple[Any, ...]]
 
     @field_validator("log", mode="before")
@@ -282,8 +297,12 @@ class SweepSpec(_Numbers):
             "priority": self.priority,
             "pack": self.pack,
             "log": list(self.log),
+            "search": self.search.model_dump(),
             **{k: list(v) for k, v in self.axes.items()},
         }
+        values = dict(values)
+        if isinstance(values.get("search"), Mapping):  # flags refine the file's search
+            values["search"] = {**self.search.model_dump(), **values["search"]}
         merged.update(values)
         return SweepSpec.from_mapping(merged, source=source)
 
@@ -309,7 +328,30 @@ class SweepSpec(_Numbers):
             values = dict(zip(names, combo, strict=True))
             job = resolve_job(values, source=self.label, model_checks=model_checks)
             jobs.setdefault(job.config_hash, job)
+        if self.search.halving:
+            for job in jobs.values():
+                halving_problem(self.search, job, source=self.label)
         return list(jobs.values())
+
+
+def halving_problem(search: SearchSpec, job: JobConfig, *, source: str) -> None:
+    """Refuse a job successive halving cannot search fairly or usefully."""
+    if not job.select_split:
+        raise ConfigError(
+            f"{_at(source)}search 'halving' promotes learning rates by their select-split "
+            "score, never the reported split: it needs select_split = true"
+        )
+    if search.unit == "epochs" and job.max_steps is None and search.min_budget >= job.epochs:
+        raise ConfigError(
+            f"{_at(source)}search 'halving': min_budget {search.min_budget} epoch(s) is the "
+            f"whole job (epochs {job.epochs}), so every learning rate would train in full; "
+            'lower min_budget, or count it in steps (unit = "steps")'
+        )
+    if search.unit == "steps" and job.max_steps is not None and search.min_budget >= job.max_steps:
+        raise ConfigError(
+            f"{_at(source)}search 'halving': min_budget {search.min_budget} step(s) is the "
+            f"whole job (max_steps {job.max_steps}); lower min_budget"
+        )
 
 
 def check_plan_size(specs: list[SweepSpec], max_jobs: int | None, *, name: str) -> None:

@@ -40,8 +40,8 @@ DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "schema1.db"
 RELEASED_LR_TABLE = DATA / "schema1-lr-table-noop.csv"
 UPGRADED = (
-    "schema 1 -> 5: added worker.process_start, created table outcome, added sweep.pack, "
-    "added sweep.tracking"
+    "schema 1 -> 6: added worker.process_start, created table outcome, added sweep.pack, "
+    "added sweep.tracking, added successive halving (bracket, rung, job.rung)"
 )
 ALL_VERSIONS = list(range(1, SCHEMA_VERSION + 1))
 PLAN = ["plan", "--task", "noop", "--variant", "lora", "--lr", "1e-3"]

@@ -131,6 +131,23 @@ def plan_command(
             "mlflow (repeatable; `work --log` overrides).",
         ),
     ] = None,
+    search: Annotated[
+        str | None,
+        typer.Option(
+            help="How learning rates are searched: grid (every job in full, the default) or "
+            "halving (successive halving: the best 1/eta go on at each rung; see README)."
+        ),
+    ] = None,
+    eta: Annotated[
+        int | None, typer.Option(help="Halving: each rung keeps the best 1/eta (default 3).")
+    ] = None,
+    min_budget: Annotated[
+        int | None,
+        typer.Option(help="Halving: the first rung's length, in --budget-unit (default 1)."),
+    ] = None,
+    budget_unit: Annotated[
+        str | None, typer.Option(help="Halving: epochs (default) or steps.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="Validate and count; write nothing.")] = False,
     max_jobs_per_plan: Annotated[
         int | None,
@@ -160,6 +177,10 @@ def plan_command(
                 overrides[key] = value
         if log is not None:
             overrides["log"] = log
+        search_flags = {"method": search, "eta": eta, "min_budget": min_budget,
+                        "unit": budget_unit}  # fmt: skip
+        if any(v is not None for v in search_flags.values()):
+            overrides["search"] = {k: v for k, v in search_flags.items() if v is not None}
         result = plan(
             sweep_file, overrides, db=db, dry_run=dry_run, preset=preset,
             max_jobs=max_jobs_per_plan,

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -123,11 +124,51 @@ def _add_sweep_pack(conn: Connection) -> None:
             conn.execute(update(SWEEP_V4).where(row).values(pack=pack))
 
 
+# The tables schema 6 made for successive halving (models.Bracket and models.Rung today).
+_V6 = MetaData()
+Table("sweep", _V6, Column("id", Integer, primary_key=True))
+Table("job", _V6, Column("id", Integer, primary_key=True))
+Table("attempt", _V6, Column("id", Integer, primary_key=True))
+BRACKET_V6 = Table(
+    "bracket",
+    _V6,
+    Column("id", Integer, primary_key=True),
+    Column("sweep_id", Integer, ForeignKey("sweep.id"), nullable=False, index=True),
+    Column("key", AutoString, nullable=False, unique=True),
+    Column("eta", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+RUNG_V6 = Table(
+    "rung",
+    _V6,
+    Column("id", Integer, primary_key=True),
+    Column("job_id", Integer, ForeignKey("job.id"), nullable=False, index=True),
+    Column("attempt_id", Integer, ForeignKey("attempt.id"), nullable=False),
+    Column("rung", Integer, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("score", Float),
+    Column("test_score", Float),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("job_id", "rung"),
+)
+
+
+def _add_halving(conn: Connection) -> None:
+    _add_column("sweep", "search", "TEXT")(conn)
+    _create_table(BRACKET_V6)(conn)
+    _create_table(RUNG_V6)(conn)
+    _add_column("job", "bracket_id", "INTEGER")(conn)
+    _add_column("job", "arm", "VARCHAR")(conn)
+    _add_column("job", "rung", "INTEGER NOT NULL DEFAULT 0")(conn)
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_job_bracket_id ON job (bracket_id)")
+
+
 STEPS: tuple[Step, ...] = (
     Step(2, "added worker.process_start", _add_column("worker", "process_start", "TEXT")),
     Step(3, "created table outcome", _create_table(OUTCOME_V3)),
     Step(4, "added sweep.pack", _add_sweep_pack),
     Step(5, "added sweep.tracking", _add_column("sweep", "tracking", "TEXT")),
+    Step(6, "added successive halving (bracket, rung, job.rung)", _add_halving),
 )
 assert [step.version for step in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 

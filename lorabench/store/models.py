@@ -8,12 +8,25 @@ from sqlmodel import Field, SQLModel
 # 1: the released lorabench. 2: worker.process_start (a worker on the same host can prove
 # another one dead). 3: the outcome table (per-example evaluation results for paired tests).
 # 4: sweep.pack (how many of a sweep's jobs a worker trains together, so the queue need not
-# read the stored spec). 5: sweep.tracking (the experiment trackers its jobs log to). A new
-# version needs a step in migrate.STEPS; `lorabench db upgrade` applies them.
-SCHEMA_VERSION = 5
+# read the stored spec). 5: sweep.tracking (the experiment trackers its jobs log to).
+# 6: successive halving: sweep.search, the bracket and rung tables, job.bracket_id/arm/rung.
+# A new version needs a step in migrate.STEPS; `lorabench db upgrade` applies them.
+SCHEMA_VERSION = 6
 
-JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
-ATTEMPT_OUTCOMES = ("running", "done", "failed", "requeued", "interrupted", "lost", "cancelled")
+# paused: a halving job that finished a rung and waits for the promotion decision;
+# stopped: one that lost a rung (final: its last score is not a full-budget score).
+JOB_STATES = ("queued", "running", "paused", "done", "failed", "cancelled", "stopped")
+# paused: the attempt ended at a halving rung (the job goes on, waits or stops).
+ATTEMPT_OUTCOMES = (
+    "running",
+    "done",
+    "paused",
+    "failed",
+    "requeued",
+    "interrupted",
+    "lost",
+    "cancelled",
+)
 
 
 class SchemaVersion(SQLModel, table=True):
@@ -37,6 +50,21 @@ class Sweep(SQLModel, table=True):
     # The tracking backends its jobs log to (a JSON list of names, e.g. ["tensorboard"]) unless
     # a worker's --log says otherwise: the latest plan's `log`. NULL: none.
     tracking: str | None = Field(default=None, sa_column=Column(Text))
+    # The learning-rate search of its jobs (JSON: method, eta, min_budget, unit) for the
+    # workers, which turn rungs into steps; NULL: a grid, every job trained in full.
+    search: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Bracket(SQLModel, table=True):
+    """A successive-halving bracket: the jobs of one sweep that differ only in learning rate
+    and seed. Its row is locked while a promotion is decided (store.halving)."""
+
+    __tablename__ = "bracket"
+    id: int | None = Field(default=None, primary_key=True)
+    sweep_id: int = Field(foreign_key="sweep.id", index=True)
+    key: str = Field(unique=True)  # the planner's hash of what its jobs share
+    eta: int
+    created_at: float
 
 
 class Job(SQLModel, table=True):
@@ -61,6 +89,14 @@ class Job(SQLModel, table=True):
     started_at: float | None = None
     finished_at: float | None = None
     updated_at: float
+    # Successive halving (NULL, NULL, 0 for a grid job): its bracket, its arm within it (the
+    # learning rate, as text: the seeds of an arm are promoted together), and the rung it
+    # trains toward, waits at (paused) or ended at (stopped, done).
+    bracket_id: int | None = Field(default=None, index=True)
+    arm: str | None = None
+    rung: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
+    )
 
 
 class Worker(SQLModel, table=True):
@@ -104,6 +140,22 @@ class Metric(SQLModel, table=True):
     step: int
     epoch: int | None = None
     value: float | None  # NULL for NaN/inf: SQLite would turn NaN into NULL anyway
+
+
+class Rung(SQLModel, table=True):
+    """A halving job's result at the end of one rung: the score promotion reads (the task's
+    primary metric on the select split, higher is better) and the reported split's."""
+
+    __tablename__ = "rung"
+    __table_args__ = (UniqueConstraint("job_id", "rung"),)
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    attempt_id: int = Field(foreign_key="attempt.id")
+    rung: int
+    step: int
+    score: float | None  # NULL: not finite (ranks last)
+    test_score: float | None = None
+    created_at: float
 
 
 class Outcome(SQLModel, table=True):

@@ -21,15 +21,26 @@ import math
 import os
 import secrets
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, true, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, true, update
 
+from lorabench.errors import StoreError
 from lorabench.packing import pack_key
 from lorabench.store.dialects import dialect_of
-from lorabench.store.models import Attempt, Job, Metric, Outcome, Sweep, Worker
+from lorabench.store.halving import brackets_of, lock_brackets, settle
+from lorabench.store.models import (
+    Attempt,
+    Bracket,
+    Job,
+    Metric,
+    Outcome,
+    Rung,
+    Sweep,
+    Worker,
+)
 
 PACK_SCAN_LIMIT = 2000  # claimable jobs of a sweep looked through for pack mates
 
@@ -47,6 +58,10 @@ class JobRow:
     config_json: str
     config_hash: str
     group_hash: str
+    # Successive halving: the key of the job's bracket (None: a grid job) and its arm there
+    # (the jobs of an arm, its seeds, are promoted together).
+    bracket_key: str | None = None
+    arm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,10 @@ class ClaimedJob:
     attempt_id: int
     attempt_number: int
     out_dir: str | None
+    # Successive halving: the rung it trains toward and its sweep's search (None: a grid job,
+    # trained in full).
+    rung: int = 0
+    search: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,16 @@ class OutcomeRow:
     split: str
     epoch: int
     data: bytes
+
+
+@dataclass(frozen=True)
+class RungRow:
+    """A halving job's result at the end of a rung (`pause`, or `finish` at the last rung):
+    the select split's primary metric (higher is better) and the reported split's."""
+
+    step: int
+    score: float
+    test_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -108,25 +137,39 @@ def enqueue(
     priority: int = 0,
     pack: int = 1,
     tracking: Sequence[str] = (),
+    search: Mapping[str, Any] | None = None,
 ) -> EnqueueResult:
     """Add the jobs not yet present (by config hash), all in one transaction. The sweep keeps
     the latest plan's `spec_json` (for people; the queue never reads it), description,
-    `pack`: how many of its jobs a worker without `--pack` trains together (`claim_pack`), and
-    `tracking`: the backends its jobs log to unless a worker's `--log` says otherwise."""
+    `pack`: how many of its jobs a worker without `--pack` trains together (`claim_pack`),
+    `tracking`: the backends its jobs log to unless a worker's `--log` says otherwise, and
+    `search`: its successive-halving settings (None: a grid), with an integer `eta`; a
+    sweep keeps the search it was first planned with (StoreError otherwise)."""
     if pack < 1:
         raise ValueError(f"pack must be at least 1, got {pack}")
     dialect = dialect_of(engine)
+    search_json = json.dumps(dict(search), sort_keys=True) if search else None
     sweep_values = {"spec": spec_json, "description": description, "pack": pack,
                     "tracking": json.dumps(list(tracking)) if tracking else None}  # fmt: skip
     with engine.begin() as conn:
         now = _clock(conn)
         conn.execute(
             dialect.insert_ignoring_duplicates(Sweep).values(
-                name=sweep, created_at=now, **sweep_values
+                name=sweep, created_at=now, search=search_json, **sweep_values
             )
         )
-        conn.execute(update(Sweep).where(Sweep.name == sweep).values(**sweep_values))
-        sweep_id = conn.execute(select(Sweep.id).where(Sweep.name == sweep)).scalar_one()
+        sweep_id, stored = conn.execute(
+            select(Sweep.id, Sweep.search).where(Sweep.name == sweep)
+        ).one()
+        if stored != search_json and _has_jobs(conn, sweep_id):
+            raise StoreError(
+                f"sweep {sweep!r} was planned with search {_search_name(stored)}, not "
+                f"{_search_name(search_json)}; plan this one under another name (--name)"
+            )
+        conn.execute(
+            update(Sweep).where(Sweep.id == sweep_id).values(search=search_json, **sweep_values)
+        )
+        brackets = _brackets(conn, sweep_id, jobs, search, now)
         rows = [
             {
                 "sweep_id": sweep_id,
@@ -138,6 +181,8 @@ def enqueue(
                 "max_attempts": max_attempts,
                 "created_at": now,
                 "updated_at": now,
+                "bracket_id": brackets.get(job.bracket_key),
+                "arm": job.arm if job.bracket_key is not None else None,
             }
             for job in jobs
         ]
@@ -145,6 +190,39 @@ def enqueue(
         inserted = dialect.insert_ignoring_duplicates(Job).returning(Job.id)
         new = len(conn.execute(inserted, rows).all()) if rows else 0
     return EnqueueResult(sweep=sweep, new=new, existing=len(jobs) - new)
+
+
+def _has_jobs(conn: Connection, sweep_id: int) -> bool:
+    return conn.execute(select(Job.id).where(Job.sweep_id == sweep_id).limit(1)).first() is not None
+
+
+def _search_name(search_json: str | None) -> str:
+    if search_json is None:
+        return "grid"
+    search = json.loads(search_json)
+    return f"halving (eta {search.get('eta')}, min_budget {search.get('min_budget')} " + (
+        f"{search.get('unit')})"
+    )
+
+
+def _brackets(
+    conn: Connection,
+    sweep_id: int,
+    jobs: Sequence[JobRow],
+    search: Mapping[str, Any] | None,
+    now: float,
+) -> dict[str | None, int]:
+    """The bracket id of each bracket key the jobs name, created where new."""
+    keys = sorted({job.bracket_key for job in jobs if job.bracket_key is not None})
+    if not keys:
+        return {}
+    if not search:
+        raise ValueError("jobs name brackets, but the sweep has no halving search")
+    insert_new = dialect_of(conn).insert_ignoring_duplicates(Bracket)
+    conn.execute(insert_new, [{"sweep_id": sweep_id, "key": key, "eta": int(search["eta"]),
+                               "created_at": now} for key in keys])  # fmt: skip
+    found = conn.execute(select(Bracket.key, Bracket.id).where(Bracket.key.in_(keys))).all()
+    return dict(found)
 
 
 def register_worker(engine: Engine, device: str, *, process_start: str | None = None) -> int:
@@ -180,6 +258,8 @@ def reap_expired(engine: Engine, now: float | None = None) -> int:
     with engine.begin() as conn:
         now = _clock(conn, now)
         expired = and_(Job.state == "running", Job.lease_expires_at < now)
+        final = and_(expired, or_(Job.cancel_requested.is_(True), Job.attempts >= Job.max_attempts))
+        brackets = lock_brackets(conn, brackets_of(conn, final))
         cancelled = conn.execute(
             update(Job)
             .where(expired, Job.cancel_requested.is_(True))
@@ -205,6 +285,8 @@ def reap_expired(engine: Engine, now: float | None = None) -> int:
             )
             .values(outcome="lost", ended_at=now, error="worker stopped heartbeating")
         )
+        for bracket in brackets:
+            settle(conn, bracket, now)
     return cancelled + exhausted
 
 
@@ -221,7 +303,10 @@ def _claimable(now: float, sweep: str | None):  # noqa: ANN202
 
 
 def _candidates(conn: Connection, condition, limit: int):  # noqa: ANN001, ANN202
-    query = select(Job.id).where(condition).order_by(Job.priority, Job.id).limit(limit)
+    # A promoted halving job (a higher rung) first: its bracket's answer waits on it.
+    query = (
+        select(Job.id).where(condition).order_by(Job.priority, Job.rung.desc(), Job.id).limit(limit)
+    )
     return dialect_of(conn).lock_candidates(query)
 
 
@@ -240,7 +325,7 @@ def _take(conn: Connection, which, worker_id: int, lease_seconds: float, now: fl
             started_at=func.coalesce(Job.started_at, now),
             updated_at=now,
         )
-        .returning(Job.id, Job.config, Job.attempts, Job.out_dir)
+        .returning(Job.id, Job.config, Job.attempts, Job.out_dir, Job.rung, Job.bracket_id)
     ).first()
     if row is None:
         return None
@@ -260,6 +345,12 @@ def _take(conn: Connection, which, worker_id: int, lease_seconds: float, now: fl
         )
         .returning(Attempt.id)
     ).scalar_one()
+    search = None
+    if row.bracket_id is not None:
+        stored = conn.execute(
+            select(Sweep.search).join(Job, Job.sweep_id == Sweep.id).where(Job.id == row.id)
+        ).scalar_one()
+        search = json.loads(stored) if stored else None
     return ClaimedJob(
         job_id=row.id,
         config=json.loads(row.config),
@@ -267,6 +358,8 @@ def _take(conn: Connection, which, worker_id: int, lease_seconds: float, now: fl
         attempt_id=attempt_id,
         attempt_number=number + 1,
         out_dir=row.out_dir,
+        rung=row.rung,
+        search=search,
     )
 
 
@@ -306,6 +399,8 @@ def claim_pack(
     first = claim(engine, worker_id, lease_seconds=lease_seconds, sweep=sweep, now=now)
     if first is None:
         return []
+    if first.search is not None:  # a halving job trains alone, to its own rung's end
+        return [first]
     with engine.begin() as conn:
         sweep_id, sweep_pack = conn.execute(
             select(Job.sweep_id, Sweep.pack)
@@ -487,44 +582,106 @@ def finish(
     *,
     outcomes: Iterable[OutcomeRow] = (),
     resumed_from_step: int | None = None,
+    rung: RungRow | None = None,
 ) -> None:
-    """Mark the job done and store its metrics and outcomes, atomically. Raises LeaseLost if
-    fenced out (and then writes nothing)."""
+    """Mark the job done and store its metrics and outcomes (and, for a halving job, its last
+    rung's result), atomically. Raises LeaseLost if fenced out (and then writes nothing)."""
+    _end_segment(engine, claimed, "done", metrics, outcomes, resumed_from_step, rung)
+
+
+def pause(
+    engine: Engine,
+    claimed: ClaimedJob,
+    metrics: Iterable[MetricRow],
+    rung: RungRow,
+    *,
+    outcomes: Iterable[OutcomeRow] = (),
+    resumed_from_step: int | None = None,
+) -> str:
+    """A halving job reached the end of its rung (`claimed.rung`, short of its full length):
+    store its metrics so far and the rung's result, and let its bracket decide at once (store
+    .halving). Returns the job's state after the decision: queued (it goes on to the next
+    rung), paused (it waits for more results) or stopped. Raises LeaseLost if fenced out."""
+    return _end_segment(engine, claimed, "paused", metrics, outcomes, resumed_from_step, rung)
+
+
+def _end_segment(  # noqa: PLR0913
+    engine: Engine,
+    claimed: ClaimedJob,
+    state: str,
+    metrics: Iterable[MetricRow],
+    outcomes: Iterable[OutcomeRow],
+    resumed_from_step: int | None,
+    rung: RungRow | None,
+) -> str:
     with engine.begin() as conn:
         now = _clock(conn)
-        done = conn.execute(
-            update(Job)
-            .where(_fenced(claimed.job_id, claimed.lease_token))
-            .values(
-                state="done",
-                lease_token=None,
-                lease_expires_at=None,
-                finished_at=now,
-                updated_at=now,
-                error=None,
-            )
+        bracket = _locked_bracket(conn, claimed.job_id)
+        if state == "paused" and bracket is None:
+            raise ValueError(f"job {claimed.job_id} is in no halving bracket: it cannot pause")
+        values: dict[str, Any] = {"state": state, "lease_token": None, "lease_expires_at": None,
+                                  "updated_at": now, "error": None}  # fmt: skip
+        if state == "done":
+            values["finished_at"] = now
+        ended = conn.execute(
+            update(Job).where(_fenced(claimed.job_id, claimed.lease_token)).values(**values)
         ).rowcount
-        if not done:
+        if not ended:
             raise LeaseLost(f"job {claimed.job_id}: lease lost; result discarded")
-        rows = [
-            {
-                "job_id": claimed.job_id,
-                "attempt_id": claimed.attempt_id,
-                "split": m.split,
-                "name": m.name,
-                "step": m.step,
-                "epoch": m.epoch,
-                "value": m.value if math.isfinite(m.value) else None,
-            }
-            for m in metrics
-        ]
-        if rows:
-            conn.execute(insert(Metric), rows)
-        kept = [{"job_id": claimed.job_id, "attempt_id": claimed.attempt_id, "split": o.split,
-                 "epoch": o.epoch, "data": o.data} for o in outcomes]  # fmt: skip
-        if kept:
-            conn.execute(insert(Outcome), kept)
-        _end_attempt(conn, claimed, "done", None, now, resumed_from_step)
+        _write_results(conn, claimed, metrics, outcomes)
+        if rung is not None and bracket is not None:
+            conn.execute(delete(Rung).where(Rung.job_id == claimed.job_id,
+                                            Rung.rung == claimed.rung))  # fmt: skip
+            conn.execute(insert(Rung).values(
+                job_id=claimed.job_id, attempt_id=claimed.attempt_id, rung=claimed.rung,
+                step=rung.step, score=_finite(rung.score), test_score=_finite(rung.test_score),
+                created_at=now,
+            ))  # fmt: skip
+        _end_attempt(conn, claimed, state, None, now, resumed_from_step)
+        if bracket is not None:
+            settle(conn, bracket, now)
+        return conn.execute(select(Job.state).where(Job.id == claimed.job_id)).scalar_one()
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _locked_bracket(conn: Connection, job_id: int) -> int | None:
+    """The job's bracket, its row locked (before the job's: see halving.lock_brackets)."""
+    bracket = conn.execute(select(Job.bracket_id).where(Job.id == job_id)).scalar_one_or_none()
+    lock_brackets(conn, [bracket])
+    return bracket
+
+
+def _write_results(
+    conn: Connection,
+    claimed: ClaimedJob,
+    metrics: Iterable[MetricRow],
+    outcomes: Iterable[OutcomeRow],
+) -> None:
+    """The job's metrics and outcomes: its whole history so far, as the trainer reports it at
+    the end of each segment, replacing what an earlier segment (a halving rung) stored."""
+    conn.execute(delete(Metric).where(Metric.job_id == claimed.job_id))
+    conn.execute(delete(Outcome).where(Outcome.job_id == claimed.job_id))
+    rows = [
+        {
+            "job_id": claimed.job_id,
+            "attempt_id": claimed.attempt_id,
+            "split": m.split,
+            "name": m.name,
+            "step": m.step,
+            "epoch": m.epoch,
+            "value": m.value if math.isfinite(m.value) else None,
+        }
+        for m in metrics
+    ]
+    if rows:
+        conn.execute(insert(Metric), rows)
+    kept = [{"job_id": claimed.job_id, "attempt_id": claimed.attempt_id, "split": o.split,
+             "epoch": o.epoch, "data": o.data} for o in outcomes]  # fmt: skip
+    if kept:
+        conn.execute(insert(Outcome), kept)
 
 
 def fail(
@@ -541,6 +698,7 @@ def fail(
     """
     with engine.begin() as conn:
         now = _clock(conn)
+        bracket = _locked_bracket(conn, claimed.job_id)
         job = conn.execute(
             select(Job.attempts, Job.max_attempts).where(
                 _fenced(claimed.job_id, claimed.lease_token)
@@ -567,6 +725,8 @@ def fail(
         _end_attempt(
             conn, claimed, "requeued" if retry else "failed", error, now, resumed_from_step
         )
+        if bracket is not None and not retry:
+            settle(conn, bracket, now)  # an arm may be gone: its rung may be complete now
     return state
 
 
@@ -583,6 +743,7 @@ def release(
         raise ValueError(f"release outcome must be interrupted or cancelled, not {outcome!r}")
     with engine.begin() as conn:
         now = _clock(conn)
+        bracket = _locked_bracket(conn, claimed.job_id)
         values: dict[str, Any] = {
             "lease_token": None,
             "lease_expires_at": None,
@@ -597,6 +758,8 @@ def release(
         ).rowcount:
             raise LeaseLost(f"job {claimed.job_id}: lease lost")
         _end_attempt(conn, claimed, outcome, reason, now, resumed_from_step)
+        if bracket is not None and outcome == "cancelled":
+            settle(conn, bracket, now)
 
 
 def _end_attempt(conn, claimed, outcome, error, now, resumed_from_step) -> None:  # noqa: ANN001
@@ -619,13 +782,15 @@ def _select_jobs(sweep: str | None, job_ids: Sequence[int] | None):  # noqa: ANN
 def cancel(
     engine: Engine, *, sweep: str | None = None, job_ids: Sequence[int] | None = None
 ) -> tuple[int, int]:
-    """Cancel queued jobs now and ask running ones to stop. Returns (cancelled, requested)."""
+    """Cancel queued jobs (and halving jobs waiting at a rung) now and ask running ones to
+    stop. Returns (cancelled, requested)."""
     which = _select_jobs(sweep, job_ids)
     with engine.begin() as conn:
         now = _clock(conn)
+        brackets = lock_brackets(conn, brackets_of(conn, which))
         cancelled = conn.execute(
             update(Job)
-            .where(which, Job.state == "queued")
+            .where(which, Job.state.in_(("queued", "paused")))
             .values(state="cancelled", finished_at=now, updated_at=now, error="cancelled")
         ).rowcount
         requested = conn.execute(
@@ -633,6 +798,8 @@ def cancel(
             .where(which, Job.state == "running")
             .values(cancel_requested=True, updated_at=now)
         ).rowcount
+        for bracket in brackets:
+            settle(conn, bracket, now)
     return cancelled, requested
 
 
@@ -643,12 +810,15 @@ def retry(
     job_ids: Sequence[int] | None = None,
     states: Sequence[str] = ("failed", "cancelled"),
 ) -> int:
-    """Queue failed/cancelled jobs again with a fresh attempt budget."""
+    """Queue failed/cancelled jobs again with a fresh attempt budget. A halving job goes back
+    to the rung it ended at, and rejoins its bracket's decisions from there."""
+    which = and_(_select_jobs(sweep, job_ids), Job.state.in_(list(states)))
     with engine.begin() as conn:
         now = _clock(conn)
-        return conn.execute(
+        brackets = lock_brackets(conn, brackets_of(conn, which))
+        retried = conn.execute(
             update(Job)
-            .where(_select_jobs(sweep, job_ids), Job.state.in_(list(states)))
+            .where(which)
             .values(
                 state="queued",
                 attempts=0,
@@ -659,3 +829,6 @@ def retry(
                 updated_at=now,
             )
         ).rowcount
+        for bracket in brackets:
+            settle(conn, bracket, now)
+    return retried

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from lorabench.config import JobConfig
+from lorabench.search import SearchSpec, rung_steps
 from lorabench.tasks import Evaluation, Task, TaskSettings, build_task, build_task_params
 from lorabench.train.checkpoint import save_checkpoint
 from lorabench.train.errors import DeterministicFailure, Interrupted
@@ -43,6 +44,33 @@ class TrainResult:
     summary: dict[str, float]
     resumed_from_step: int | None
     outcomes: list[tuple[str, int, dict[str, np.ndarray]]] = field(default_factory=list)
+    # A halving job: its rung's result, and whether it stopped there short of its full length
+    # (paused: `metrics` hold its history so far, `summary` is empty).
+    rung: RungScore | None = None
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class RungScore:
+    """Where a halving job's rung ended and its scores there: the task's primary metric on the
+    select split (what promotion reads) and on the reported split."""
+
+    step: int
+    score: float
+    test_score: float
+
+
+@dataclass(frozen=True)
+class RungPlan:
+    """The rung a halving job trains to (index `rung` of `rung_steps(search, ...)`)."""
+
+    search: SearchSpec
+    rung: int
+
+    def end(self, plan: Schedule) -> int:
+        steps = rung_steps(self.search, total_steps=plan.total_steps,
+                           steps_per_epoch=plan.steps_per_epoch)  # fmt: skip
+        return steps[min(self.rung, len(steps) - 1)]
 
 
 @dataclass(frozen=True)
@@ -141,8 +169,13 @@ def train_job(
     grad_ckpt: bool = False,
     compile: bool = False,  # noqa: A002 (the worker flag's name)
     observer: Observer | None = None,
+    rung: RungPlan | None = None,
 ) -> TrainResult:
     """Train and evaluate one job, resuming from `out_dir`'s checkpoint if there is one.
+
+    `rung`: a halving job trains only to the end of that rung (`RungPlan.end`), with the
+    schedule of its full length, so that going on later from the checkpoint is the same run;
+    short of its full length it returns a paused result with the rung's scores.
 
     `observer` sees every value measured and every checkpoint (experiment tracking).
     `grad_ckpt` recomputes the base model's activations in backward (memory, not results).
@@ -160,10 +193,16 @@ def train_job(
     run = JobRun.solo(setup, out_dir, report=on_progress, observer=observer)
     reset_peak_memory(setup.device)
     started = time.perf_counter()
+    end = setup.plan.total_steps if rung is None else rung.end(setup.plan)
+    if rung is not None and "select" not in setup.evaluated:
+        raise DeterministicFailure(
+            f"search 'halving' ranks learning rates on the select split; task {cfg.task} "
+            "held none out for this job"
+        )
     for index in range(len(run.history.evals), setup.plan.epochs):
         epoch = Epoch.of(setup, index)
         setup.model.train()
-        while run.step < epoch.last_step:
+        while run.step < min(epoch.last_step, end):
             tick = time.perf_counter()
             (loss,), extra = accumulate(setup, forward, [run], epoch=epoch, step=run.step)
             advance(run, loss, extra, epoch=epoch, started=tick)
@@ -174,13 +213,45 @@ def train_job(
                 raise Interrupted(run.step)
             if epoch.checkpoints_at(run.step, checkpoint_every):
                 run.save()
+        if run.step < epoch.last_step:  # the rung ends inside this epoch
+            run.save()
+            return paused_result(setup, run)
         run.report_eval(index)
         for split, data in setup.evaluated.items():
             run.record(split, index + 1, evaluate(setup, setup.model, data, split))
         run.save()
-    return final_result(setup, run, seconds=time.perf_counter() - started,
-                        peak_mb=peak_memory_mb(setup.device),
-                        extras={"compiled": 1.0} if compiled else None)  # fmt: skip
+        if run.step >= end and run.step < setup.plan.total_steps:  # at an epoch's end
+            return paused_result(setup, run)
+    result = final_result(setup, run, seconds=time.perf_counter() - started,
+                          peak_mb=peak_memory_mb(setup.device),
+                          extras={"compiled": 1.0} if compiled else None)  # fmt: skip
+    if rung is not None:
+        result.rung = rung_score(setup, run)
+    return result
+
+
+def paused_result(setup: JobSetup, run: JobRun) -> TrainResult:
+    """A halving job at the end of a rung short of its full length: its history so far and
+    the rung's scores."""
+    metrics, outcomes = _history_rows(run)
+    return TrainResult(metrics=metrics, summary={}, resumed_from_step=run.resumed_from,
+                       outcomes=outcomes, rung=rung_score(setup, run), paused=True)  # fmt: skip
+
+
+def rung_score(setup: JobSetup, run: JobRun) -> RungScore:
+    """The primary metric on the select and reported splits at the job's current step: the
+    epoch's evaluation when the step ends an epoch, else evaluated now (a resumed job asks
+    again, and gets the same answer from the same weights)."""
+    primary = setup.task.info.primary_metric
+    scores = {}
+    for split, kept in (("select", run.history.selects), ("test", run.history.evals)):
+        at_step = [values for _, step, values in kept if step == run.step]
+        if at_step:
+            scores[split] = at_step[-1][primary]
+        else:
+            evaluation = evaluate(setup, setup.model, setup.evaluated[split], split)
+            scores[split] = evaluation.scores[primary]
+    return RungScore(step=run.step, score=scores["select"], test_score=scores["test"])
 
 
 @dataclass
@@ -336,9 +407,11 @@ def _rank(score: float) -> float:
     return score if math.isfinite(score) else -math.inf
 
 
-def _result(setup: JobSetup, run: JobRun, *, seconds: float, peak_mb: float) -> TrainResult:
-    task, injected, history = setup.task, setup.injected, run.history
-    step_seconds = run.step_seconds
+def _history_rows(
+    run: JobRun,
+) -> tuple[list[tuple[str, str, int, int | None, float]], list[tuple[str, int, dict]]]:
+    """The job's history as metric rows (split, name, step, epoch, value) and outcome rows."""
+    history = run.history
     metrics: list[tuple[str, str, int, int | None, float]] = []
     for step, epoch, loss, lr in history.losses:
         metrics.append(("train", "loss", step, epoch, loss))
@@ -349,6 +422,15 @@ def _result(setup: JobSetup, run: JobRun, *, seconds: float, peak_mb: float) -> 
         metrics += [("eval", name, step, epoch, value) for name, value in scores.items()]
     for epoch, step, scores in history.selects:
         metrics += [("select", name, step, epoch, value) for name, value in scores.items()]
+    outcomes = [("eval", epoch, {k: t.numpy() for k, t in arrays.items()})
+                for epoch, arrays in history.outcomes]  # fmt: skip
+    return metrics, outcomes
+
+
+def _result(setup: JobSetup, run: JobRun, *, seconds: float, peak_mb: float) -> TrainResult:
+    task, injected, history = setup.task, setup.injected, run.history
+    step_seconds = run.step_seconds
+    metrics, outcomes = _history_rows(run)
     primary = task.info.primary_metric
     best_epoch, _, best_scores = max(
         history.evals, key=lambda row: (_rank(row[2][primary]), -row[0])
@@ -364,7 +446,5 @@ def _result(setup: JobSetup, run: JobRun, *, seconds: float, peak_mb: float) -> 
         "peak_memory_mb": peak_mb,
     }
     metrics += [("summary", name, 0, None, value) for name, value in summary.items()]
-    outcomes = [("eval", epoch, {k: t.numpy() for k, t in arrays.items()})
-                for epoch, arrays in history.outcomes]  # fmt: skip
     return TrainResult(metrics=metrics, summary=summary, resumed_from_step=run.resumed_from,
                        outcomes=outcomes)  # fmt: skip

@@ -92,8 +92,12 @@ def _done(result: Any) -> Done:
     outcomes = [(split, epoch, encode_outcomes(arrays)) for split, epoch, arrays in result.outcomes]
     # The threads the job trained with: its step times depend on them.
     threads = ("summary", "cpu_threads", 0, None, float(torch.get_num_threads()))
-    return Done(metrics=[*result.metrics, threads], outcomes=outcomes,
-                resumed_from_step=result.resumed_from_step)  # fmt: skip
+    rung = result.rung
+    # A paused job reports its history so far: no summary yet.
+    metrics = result.metrics if result.paused else [*result.metrics, threads]
+    return Done(metrics=metrics, outcomes=outcomes, resumed_from_step=result.resumed_from_step,
+                rung=None if rung is None else (rung.step, rung.score, rung.test_score),
+                paused=result.paused)  # fmt: skip
 
 
 def _trackers(
@@ -127,7 +131,9 @@ def _end_tracking(tracker: Any, outcome: Any) -> None:
     interrupted (it resumes them later) or failed (`outcome` the error)."""
     if tracker is None:
         return
-    if not isinstance(outcome, BaseException):
+    if getattr(outcome, "paused", False):  # a halving rung: the runs go on if it is promoted
+        tracker.close("interrupted")
+    elif not isinstance(outcome, BaseException):
         tracker.finish(outcome.summary)
         tracker.close("finished")
     else:
@@ -169,8 +175,14 @@ def run_child(
     should_stop, ensure_worker_alive = _setup_child(worker_pipe)
     options = _use_threads(options)
     targets = options.pop("tracking", None)  # the job's TrackingTarget in a list (work --log)
+    rung = options.pop("rung", None)  # {"search": ..., "rung": k} for a halving job
     from lorabench.config import JobConfig
+    from lorabench.search import SearchSpec
     from lorabench.train import train_job
+    from lorabench.train.loop import RungPlan
+
+    if rung is not None:
+        options["rung"] = RungPlan(SearchSpec(**rung["search"]), rung["rung"])
 
     def work() -> Final:
         cfg = JobConfig(**config)

@@ -38,6 +38,10 @@ class Done:
     metrics: list[tuple[str, str, int, int | None, float]]  # split, name, step, epoch, value
     outcomes: list[tuple[str, int, bytes]]  # split, epoch, encoded per-example outcomes
     resumed_from_step: int | None
+    # A halving job: (step, select score, test score) at the end of its rung, and whether it
+    # stopped there short of its full length (paused).
+    rung: tuple[int, float, float] | None = None
+    paused: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,12 @@ from lorabench.store import (
     LeaseLost,
     MetricRow,
     OutcomeRow,
+    RungRow,
     claim_pack,
     fail,
     finish,
     held_jobs,
+    pause,
     reclaim,
     register_worker,
     release,
@@ -281,6 +283,8 @@ class Worker:
         options = {"checkpoint_every": settings.checkpoint_every, "grad_ckpt": settings.grad_ckpt,
                    "compile": settings.compile, "threads": settings.threads}  # fmt: skip
         options["tracking"] = tracking
+        if lead.search is not None:  # halving jobs are claimed alone (store.claim_pack)
+            options["rung"] = {"search": lead.search, "rung": lead.rung}
         common = (settings.device, options, worker_pipe, events)
         if len(claims) == 1:
             target, args = run_child, (lead.config, out_dirs[lead.job_id], *common)
@@ -377,6 +381,26 @@ class Worker:
             self._noticed.add(text)
             self.view.say(f"[yellow]warning:[/] {escape(text)}")
 
+    def _paused(  # noqa: PLR0913
+        self,
+        claimed: ClaimedJob,
+        label: str,
+        rows: list[MetricRow],
+        outcomes: list[OutcomeRow],
+        resumed: int | None,
+        rung: RungRow | None,
+    ) -> None:
+        """A halving job reached the end of its rung: the queue decides what comes next."""
+        if rung is None:
+            raise TypeError(f"job {claimed.job_id} paused without a rung result")
+        state = self.through_outages(pause, claimed, rows, rung, outcomes=outcomes,
+                                     resumed_from_step=resumed)  # fmt: skip
+        said = {"queued": "[green]promoted[/] to the next rung", "paused": "waits for its rung",
+                "stopped": "[yellow]stopped[/] (lost the rung)"}.get(state, state)  # fmt: skip
+        self.view.job_ended(
+            f"rung {claimed.rung} {label}: select {rung.score:.4f} at step {rung.step}, {said}"
+        )
+
     def _record(self, claimed: ClaimedJob, label: str, outcome: JobOutcome) -> None:
         try:
             match outcome:
@@ -385,8 +409,12 @@ class Worker:
                             for s, n, st, e, v in metrics]  # fmt: skip
                     outcomes = [OutcomeRow(split=s, epoch=e, data=data)
                                 for s, e, data in encoded]  # fmt: skip
+                    rung = None if outcome.rung is None else RungRow(*outcome.rung)
+                    if outcome.paused:
+                        self._paused(claimed, label, rows, outcomes, resumed, rung)
+                        return
                     self.through_outages(finish, claimed, rows, outcomes=outcomes,
-                                         resumed_from_step=resumed)  # fmt: skip
+                                         resumed_from_step=resumed, rung=rung)  # fmt: skip
                     best = {r.name: r.value for r in rows if r.split == "summary"}
                     score = next((f"{k.removeprefix('best_')} {v:.4f}" for k, v in best.items()
                                   if k.startswith("best_") and k != "best_epoch"), "")  # fmt: skip
