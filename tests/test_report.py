@@ -306,8 +306,8 @@ def test_two_batch_sizes_are_two_rows_not_one_cell(tmp_path):
 
 
 def test_registry_lists_every_table_and_figure():
-    assert table_names() == ["glue", "highrank", "ic", "lr", "nlg", "overhead", "selection",
-                             "sensitivity", "ties"]  # fmt: skip
+    assert table_names() == ["glue", "highrank", "ic", "lr", "nlg", "overhead", "search",
+                             "selection", "sensitivity", "ties"]  # fmt: skip
     assert figure_names() == ["lr-sweep", "overhead", "sensitivity"]
     result = CliRunner().invoke(app, ["report", "--table", "nope"])
     assert result.exit_code == 2

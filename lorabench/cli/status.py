@@ -24,7 +24,7 @@ def status_command(
     db: DbOption = None,
 ) -> None:
     """Progress, throughput and ETA per sweep; workers (alive/stopped/dead); running and
-    failed jobs."""
+    failed jobs; for a successive-halving sweep, each bracket's rungs."""
     from lorabench.monitor import render_snapshot, take_snapshot
     from lorabench.store import opened, require_sweep
 

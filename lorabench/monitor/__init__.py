@@ -1,5 +1,6 @@
 """Watching a sweep: a snapshot of the queue (DB -> dataclasses) and its rich rendering."""
 
+from lorabench.monitor.brackets import BracketProgress, RungCounts
 from lorabench.monitor.snapshot import (
     DEAD_HEARTBEAT_SECONDS,
     THROUGHPUT_WINDOW_SECONDS,
@@ -13,9 +14,11 @@ from lorabench.monitor.snapshot import (
 from lorabench.monitor.view import render_snapshot
 
 __all__ = [
+    "BracketProgress",
     "DEAD_HEARTBEAT_SECONDS",
     "THROUGHPUT_WINDOW_SECONDS",
     "FailedJob",
+    "RungCounts",
     "RunningJob",
     "StatusSnapshot",
     "SweepProgress",

@@ -9,7 +9,11 @@ Rules (README "Status"):
   divided by that window (shortened to the time since the sweep's first job started, so a young
   sweep is not under-rated). With none finished in the window: all such jobs of the sweep over
   the span from its first start to its last finish. None when nothing has finished yet.
-- ETA: (queued + running) / throughput; 0 when nothing remains; None without a throughput.
+- ETA: (queued + running + paused) / throughput; 0 when nothing remains; None without a
+  throughput. A paused job (successive halving: it waits at a rung) may still go on.
+- counts: every state a job of the sweep can take, zeros included: paused and stopped only in
+  a sweep that searches by successive halving, whose brackets are summarised per rung
+  (`monitor.brackets`).
 - worker state: "stopped" if stopped_at is set; otherwise "dead" if it holds a running job whose
   lease has expired, or, holding none, its last heartbeat is older than DEAD_HEARTBEAT_SECONDS
   (2 x the default 120 s lease); otherwise "alive".
@@ -23,19 +27,22 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from lorabench.monitor.brackets import BracketProgress, read_brackets
 from lorabench.store import database_time
 from lorabench.store.models import JOB_STATES, Job, Sweep, Worker
 
 THROUGHPUT_WINDOW_SECONDS = 600.0
 DEAD_HEARTBEAT_SECONDS = 2 * 120.0
-FINISHED_STATES = ("done", "failed", "cancelled")
-REMAINING_STATES = ("queued", "running")
+FINISHED_STATES = ("done", "failed", "cancelled", "stopped")
+REMAINING_STATES = ("queued", "running", "paused")
+HALVING_STATES = ("paused", "stopped")  # only a halving sweep's jobs take these
+GRID_STATES = tuple(s for s in JOB_STATES if s not in HALVING_STATES)
 
 
 @dataclass(frozen=True)
 class SweepProgress:
     name: str
-    counts: dict[str, int]  # every state in JOB_STATES, zeros included
+    counts: dict[str, int]  # every state its jobs can take (see the module doc), zeros included
     throughput_per_hour: float | None
     throughput_basis: str  # "last 10 min", "whole sweep" or "none yet"
     eta_seconds: float | None
@@ -46,11 +53,11 @@ class SweepProgress:
 
     @property
     def finished(self) -> int:
-        return sum(self.counts[s] for s in FINISHED_STATES)
+        return sum(self.counts.get(s, 0) for s in FINISHED_STATES)
 
     @property
     def remaining(self) -> int:
-        return sum(self.counts[s] for s in REMAINING_STATES)
+        return sum(self.counts.get(s, 0) for s in REMAINING_STATES)
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,7 @@ class StatusSnapshot:
     workers: list[WorkerStatus] = field(default_factory=list)
     running: list[RunningJob] = field(default_factory=list)
     failed: list[FailedJob] = field(default_factory=list)
+    brackets: list[BracketProgress] = field(default_factory=list)
 
 
 def take_snapshot(
@@ -101,6 +109,9 @@ def take_snapshot(
     now = database_time(engine) if now is None else now
     scope = [Sweep.name == sweep] if sweep else []
     with engine.connect() as conn:
+        halving = set(
+            conn.execute(select(Sweep.name).where(Sweep.search.is_not(None), *scope)).scalars()
+        )
         counts = conn.execute(
             select(Sweep.name, Job.state, func.count())
             .join(Job, Job.sweep_id == Sweep.id)
@@ -158,10 +169,12 @@ def take_snapshot(
             .where(Job.state == "running", Job.worker_id.is_not(None))
             .order_by(Job.id)
         ).all()
+        brackets = read_brackets(conn, scope) if halving else []
 
     by_sweep: dict[str, dict[str, int]] = {}
     for name, state, count in counts:
-        by_sweep.setdefault(name, dict.fromkeys(JOB_STATES, 0))[state] = count
+        states = JOB_STATES if name in halving else GRID_STATES
+        by_sweep.setdefault(name, dict.fromkeys(states, 0))[state] = count
     spans: dict[str, list[tuple[float, float]]] = {}
     for name, started, finished in worked:
         spans.setdefault(name, []).append((started, finished))
@@ -176,6 +189,7 @@ def take_snapshot(
         workers=_workers(workers, held, now),
         running=[_running(row, now) for row in running],
         failed=[_failed(row) for row in failed],
+        brackets=brackets,
     )
 
 
@@ -187,7 +201,7 @@ def _progress(
     now: float,
 ) -> SweepProgress:
     rate, basis = _throughput(worked, first_start, now)
-    remaining = sum(counts[s] for s in REMAINING_STATES)
+    remaining = sum(counts.get(s, 0) for s in REMAINING_STATES)
     if remaining == 0:
         eta: float | None = 0.0
     elif rate:

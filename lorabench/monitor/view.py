@@ -7,12 +7,15 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from lorabench.monitor.brackets import BracketProgress, RungCounts
 from lorabench.monitor.snapshot import RunningJob, StatusSnapshot, SweepProgress
 from lorabench.store.models import JOB_STATES
 
 STATE_STYLE = {"alive": "green", "stopped": "dim", "dead": "bold red"}
 # Every worker that ever ran stays in the table; past this many, older stopped ones are counted.
 STOPPED_SHOWN = 5
+# Halving brackets listed, those still searching first; the rest are counted.
+BRACKETS_SHOWN = 10
 
 
 def render_snapshot(snapshot: StatusSnapshot) -> RenderableType:
@@ -20,6 +23,8 @@ def render_snapshot(snapshot: StatusSnapshot) -> RenderableType:
         where = f" in sweep {snapshot.sweep_filter!r}" if snapshot.sweep_filter else ""
         return Text(f"no jobs planned{where}")
     parts: list[RenderableType] = [_sweeps(snapshot.sweeps)]
+    if snapshot.brackets:
+        parts.append(_brackets(snapshot.brackets))
     if snapshot.workers:
         parts.append(_workers(snapshot))
     if snapshot.running:
@@ -48,7 +53,9 @@ def _sweeps(sweeps: list[SweepProgress]) -> Group:
     """Two narrow tables rather than one wide one: both fit an 80-column terminal."""
     counts = Table(title="jobs by state")
     counts.add_column("sweep", no_wrap=True)
-    for state in JOB_STATES:
+    # paused/stopped only where a sweep searches by halving (its counts hold them).
+    states = [s for s in JOB_STATES if any(s in sweep.counts for sweep in sweeps)]
+    for state in states:
         counts.add_column(state, justify="right")
     counts.add_column("total", justify="right")
     progress = Table(title="progress")
@@ -57,7 +64,8 @@ def _sweeps(sweeps: list[SweepProgress]) -> Group:
     progress.add_column("jobs/hour", justify="right", no_wrap=True)
     progress.add_column("ETA", justify="right", no_wrap=True)
     for sweep in sweeps:
-        counts.add_row(sweep.name, *(str(sweep.counts[s]) for s in JOB_STATES), str(sweep.total))
+        shown = (str(sweep.counts[s]) if s in sweep.counts else "-" for s in states)
+        counts.add_row(sweep.name, *shown, str(sweep.total))
         bar = Table.grid(padding=(0, 1))
         bar.add_row(
             ProgressBar(total=max(sweep.total, 1), completed=sweep.finished, width=16),
@@ -76,6 +84,38 @@ def _sweeps(sweeps: list[SweepProgress]) -> Group:
             eta = format_duration(sweep.eta_seconds)
         progress.add_row(sweep.name, bar, rate, eta)
     return Group(counts, progress)
+
+
+def _brackets(brackets: list[BracketProgress]) -> Table:
+    """A line per bracket, a column per rung: how many arms reported it, and what became of
+    them (`rung_text`)."""
+    ordered = sorted(brackets, key=lambda b: (not b.searching, b.id))
+    shown, hidden = ordered[:BRACKETS_SHOWN], ordered[BRACKETS_SHOWN:]
+    table = Table(title="halving brackets (arms = learning rates)")
+    for column in ("bracket", "sweep", "arms"):
+        table.add_column(column, no_wrap=True)
+    for k in range(max(len(b.rungs) for b in shown)):
+        table.add_column(f"rung {k}")
+    for b in shown:
+        rungs = [rung_text(r) for r in b.rungs]
+        table.add_row(f"{b.id} {b.label}", b.sweep, str(b.arms), *rungs)
+    if hidden:
+        searching = sum(b.searching for b in hidden)
+        table.add_row(f"[dim]+{len(hidden)} more ({searching} searching)[/]")
+    return table
+
+
+def rung_text(rung: RungCounts) -> str:
+    """'3 in: 1 on, 2 stopped; 1 training': arms that reported the rung, what became of them,
+    then those still training toward it or lost there (every seed failed or cancelled)."""
+    outcomes = [f"{n} {what}" for what, n in (("on", rung.on), ("done", rung.done),
+                ("stopped", rung.stopped), ("waiting", rung.waiting)) if n]  # fmt: skip
+    parts = [f"{rung.reported} in: {', '.join(outcomes)}"] if outcomes else []
+    if rung.training:
+        parts.append(f"{rung.training} training")
+    if rung.gone:
+        parts.append(f"{rung.gone} failed/cancelled")
+    return "; ".join(parts)
 
 
 def _workers(snapshot: StatusSnapshot) -> Table:

@@ -45,10 +45,12 @@ def score_block(
     *,
     order: Sequence[str] | None = None,
     corner: str = "",
+    stopped: pd.DataFrame | None = None,
 ) -> Block:
     """A block of seed cells: ``rows``/``columns`` label each job of ``jobs``; ``order`` gives
-    the columns' order (default: as first seen). Rows are sorted as text."""
-    cells = seed_cells(jobs, rows, columns, scores)
+    the columns' order (default: as first seen). Rows are sorted as text. ``stopped``
+    (`stopped.stopped_scores`): show the learning rates successive halving stopped."""
+    cells = seed_cells(jobs, rows, columns, scores, stopped)
     names = list(order) if order is not None else list(dict.fromkeys(columns.astype(str)))
     places = {}
     for (_, column), cell in cells.items():

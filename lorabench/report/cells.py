@@ -3,15 +3,18 @@ seed statistics.
 
 A cell holds the jobs of one configuration (its seeds): mean ± sample std (ddof=1) and, with two
 or more seeds, the Student-t 95% interval of the mean; no ± and no interval with one seed. A cell
-without a finished score is "—" followed by the states of its jobs ("— (1 queued)"). Scores are
-kept in display units: x100 where the metric's MetricSpec says percent.
+without a finished score is "—" followed by the states of its jobs ("— (1 queued)"), unless
+successive halving stopped its learning rate: then it shows the test score at the rung where it
+stopped, marked "(stopped, rung k)"; that value is not a final score, so it is never scored
+(bold, tied, chosen). Scores are kept in display units: x100 where the metric's MetricSpec says
+percent.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
@@ -22,7 +25,8 @@ from lorabench.report.stats import t_interval
 MISSING = "—"
 TIE_MARK = "≈"
 # Order in which unfinished states are listed in a missing cell ("2 queued, 1 running").
-PENDING_STATES = ("queued", "running", "failed", "cancelled")
+PENDING_STATES = ("queued", "running", "paused", "failed", "cancelled")
+GONE_STATES = ("failed", "cancelled")  # seeds that no longer count for their learning rate
 Pick = tuple[int, int, int]  # (job_id, seed, epoch): a scored job, for paired comparisons
 
 
@@ -42,36 +46,51 @@ class Cell:
     p_value: float = math.nan
     picks: tuple[Pick, ...] = ()
     task: str = ""
+    # The rung at which successive halving stopped this learning rate (None: it was not):
+    # mean, std, n and the interval are then of the test score at that rung's end.
+    stopped: int | None = None
 
     @property
     def diff(self) -> float:
-        return self.mean - self.paper
+        return math.nan if self.stopped is not None else self.mean - self.paper
 
     @property
     def scored(self) -> bool:
-        return bool(self.n) and not pd.isna(self.mean)
+        """A final score: one a table may rank, bold, test for ties or choose."""
+        return bool(self.n) and not pd.isna(self.mean) and self.stopped is None
 
     def text(self, decimals: int, compare: bool) -> str:
         if self.label:
             return self.label
-        if not self.scored:
+        if self.stopped is not None:
+            text = f"{self._statistics(decimals)} {stopped_mark(self.stopped)}"
+        elif not self.scored:
             text = f"{MISSING} ({self.pending})" if self.pending else MISSING
         else:
-            text = f"{self.mean:.{decimals}f}"
-            if self.n > 1 and not pd.isna(self.std):
-                text += f" ± {self.std:.{decimals}f}"
-            if not pd.isna(self.low):
-                text += f" [{self.low:.{decimals}f}, {self.high:.{decimals}f}]"
+            text = self._statistics(decimals)
             if self.mark == "tie":
                 text += f" {TIE_MARK}"
         if compare:
             if pd.isna(self.paper):
                 text += " (paper —)"
-            elif pd.isna(self.mean):
+            elif pd.isna(self.diff):
                 text += f" (paper {self.paper:.{decimals}f})"
             else:
                 text += f" (paper {self.paper:.{decimals}f}, {self.diff:+.{decimals}f})"
         return text
+
+    def _statistics(self, decimals: int) -> str:
+        text = f"{self.mean:.{decimals}f}"
+        if self.n > 1 and not pd.isna(self.std):
+            text += f" ± {self.std:.{decimals}f}"
+        if not pd.isna(self.low):
+            text += f" [{self.low:.{decimals}f}, {self.high:.{decimals}f}]"
+        return text
+
+
+def stopped_mark(rung: int) -> str:
+    """What follows a stopped learning rate's value: plain text, the same in every format."""
+    return f"(stopped, rung {rung})"
 
 
 @dataclass
@@ -127,10 +146,15 @@ def seed_cell(values: pd.DataFrame) -> Cell:
 
 
 def seed_cells(
-    jobs: pd.DataFrame, rows: pd.Series, columns: pd.Series, scored: pd.DataFrame
+    jobs: pd.DataFrame,
+    rows: pd.Series,
+    columns: pd.Series,
+    scored: pd.DataFrame,
+    stopped: pd.DataFrame | None = None,
 ) -> dict[tuple[str, str], Cell]:
     """Cells keyed (row, column) of ``jobs`` (rows/columns: labels aligned with ``jobs``);
-    ``scored``: job_id, epoch and ``value`` (display units) of the jobs with a score."""
+    ``scored``: job_id, epoch and ``value`` (display units) of the jobs with a score;
+    ``stopped``: job_id, rung and ``value`` of the jobs successive halving stopped."""
     if jobs.empty:
         return {}
     keyed = jobs[["job_id", "seed", "state", "task"]].assign(
@@ -142,6 +166,8 @@ def seed_cells(
         done = group[group["value"].notna()]
         if len(done):
             cells[(row, column)] = seed_cell(done)
+        elif stopped is not None and (halted := stopped_cell(group, stopped)) is not None:
+            cells[(row, column)] = halted
         else:
             counts = group["state"].astype(str).value_counts()
             cells[(row, column)] = Cell(
@@ -149,6 +175,21 @@ def seed_cells(
                 task=str(group["task"].iloc[0]),
             )
     return cells
+
+
+def stopped_cell(group: pd.DataFrame, stopped: pd.DataFrame) -> Cell | None:
+    """The cell of a learning rate successive halving stopped: every seed still counted (not
+    failed or cancelled) is stopped, and at least one has a test score at its last rung."""
+    live = group[~group["state"].isin(GONE_STATES)]
+    if live.empty or not (live["state"] == "stopped").all():
+        return None
+    at_rung = live[["job_id", "seed", "task"]].merge(stopped, on="job_id")
+    at_rung = at_rung[at_rung["value"].notna()]
+    if at_rung.empty:
+        return None
+    cell = seed_cell(at_rung.assign(epoch=0))
+    # Seeds of a learning rate stop together; the highest rung is named should they not.
+    return replace(cell, picks=(), stopped=int(at_rung["rung"].max()))
 
 
 def scale(spec_percent: bool) -> tuple[float, int]:

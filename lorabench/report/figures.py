@@ -1,7 +1,9 @@
 """The paper's figures, from the same cells, labels and selection rules as the tables.
 
 * ``lr-sweep`` (Fig. 7/9/10): a panel per task, metric vs learning rate (log x), a line per
-  configuration (the lr table's rows), ± seed std, a ring at the configuration's chosen lr.
+  configuration (the lr table's rows), ± seed std, a ring at the configuration's chosen lr;
+  a learning rate successive halving stopped is a hollow marker off the line (its score at the
+  rung where it stopped is not a final score).
 * ``sensitivity`` (Fig. 6): a panel per axis varied around the base point of the sensitivity
   table, a line per configuration (its labels), the base value dotted.
 * ``overhead`` (Fig. 8): training time and peak memory per configuration, relative to LoRA.
@@ -30,6 +32,7 @@ from lorabench.report.plot import (
 )  # fmt: skip
 from lorabench.report.registry import register_figure
 from lorabench.report.select import Scoring
+from lorabench.report.stopped import stopped_scores
 from lorabench.report.tables.lr import LrBlock, lr_block
 from lorabench.report.tables.overhead import REFERENCE, overhead_labels
 from lorabench.report.tables.sensitivity import SENSITIVITY_AXES, labels, panels
@@ -43,6 +46,7 @@ AXIS_TITLES = {  # Fig. 6's panels: (axis label, log x)
 }
 TIME_METRICS = ("train_seconds", "step_time_s")  # first one present wins
 MEMORY_METRIC = "peak_memory_mb"
+STOPPED_LABEL = "stopped by halving (score at its last rung)"
 
 
 def _require(data: Data) -> None:
@@ -57,8 +61,9 @@ def _require(data: Data) -> None:
 def lr_sweep(data: Data, scoring: Scoring) -> Figure:
     _require(data)
     scores = display_scores(data, scoring)
+    stopped = stopped_scores(data, scoring)
     tasks = sorted(data.jobs["task"].astype(str).unique())
-    blocks = {task: lr_block(data, scoring, task, scores) for task in tasks}
+    blocks = {task: lr_block(data, scoring, task, scores, stopped) for task in tasks}
     return lr_sweep_figure(blocks, select=scoring.select)
 
 
@@ -75,7 +80,9 @@ def lr_sweep_figure(blocks: Mapping[str, LrBlock], *, select: str = "val") -> Fi
     rows_per_group = [math.ceil(len(g) / ncols) for g in groups.values()]
     lines = sorted({row for b in blocks.values() for row in b.block.rows})
     style = styles(lines)
-    width = PANEL_SIZE[0] * ncols + 0.8 + legend_width([*lines, f"best lr ({select} rule)"])
+    halted = any(c.stopped is not None for b in blocks.values() for c in b.block.cells.values())
+    marks = [f"best lr ({select} rule)", *[STOPPED_LABEL] * halted]
+    width = PANEL_SIZE[0] * ncols + 0.8 + legend_width([*lines, *marks])
     fig = Figure(figsize=(width, PANEL_SIZE[1] * sum(rows_per_group) + 0.6))
     spec = fig.add_gridspec(sum(rows_per_group), ncols)
     metrics = {b.metric for b in blocks.values()}
@@ -100,8 +107,10 @@ def lr_sweep_figure(blocks: Mapping[str, LrBlock], *, select: str = "val") -> Fi
     shown = [v for v in lines if v in handles]
     ring = Line2D([], [], marker="o", markersize=10, markerfacecolor="none", color="0.3",
                   linestyle="none")  # fmt: skip
-    entries = [*(handles[v] for v in shown), ring] if shown else []
-    right = legend_outside(fig, fig.axes[0], entries, [*shown, f"best lr ({select} rule)"],
+    hollow = Line2D([], [], marker="o", markersize=5, markerfacecolor="none", color="0.3",
+                    linestyle="none")  # fmt: skip
+    entries = [*(handles[v] for v in shown), ring, *[hollow] * halted] if shown else []
+    right = legend_outside(fig, fig.axes[0], entries, [*shown, *marks],
                            "configuration")  # fmt: skip
     fig.suptitle(f"{metric} vs learning rate")
     fig.tight_layout(rect=(0, 0, right, 1))
@@ -121,6 +130,7 @@ def _lr_panel(ax, lr: LrBlock, style, handles: dict[str, Line2D]) -> None:  # no
             ax.errorbar([v for v, _ in spread], [c.mean for _, c in spread],
                         yerr=[c.std for _, c in spread], fmt="none", ecolor=style[row]["color"],
                         elinewidth=1.2, capsize=0)  # fmt: skip
+        _stopped_points(ax, lr, row, style[row])
         if row in lr.chosen.index:
             chosen = float(lr.chosen.at[row, "lr"])
             cell = lr.block.cell(row, format_lr(chosen))
@@ -130,6 +140,16 @@ def _lr_panel(ax, lr: LrBlock, style, handles: dict[str, Line2D]) -> None:  # no
     ax.set_xscale("log")
     fixed_ticks(ax, lr.lrs, format_lr)
     ax.grid(True, alpha=0.3)
+
+
+def _stopped_points(ax, lr: LrBlock, row: str, style: dict) -> None:  # noqa: ANN001
+    """The row's stopped learning rates: hollow markers in its colour, off its line, which
+    joins final scores only."""
+    cells = [(x, lr.block.cell(row, format_lr(x))) for x in lr.lrs]
+    points = [(x, c.mean) for x, c in cells if c.stopped is not None]
+    if points:
+        ax.plot([x for x, _ in points], [y for _, y in points], linestyle="none", markersize=5,
+                markerfacecolor="none", label="_stopped", **style)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- sensitivity

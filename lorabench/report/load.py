@@ -16,15 +16,17 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, bindparam, inspect, select
+from sqlalchemy import Connection, Engine, bindparam, inspect, select
 
-from lorabench.store.models import Job, Metric, Outcome, Sweep
+from lorabench.store.models import Job, Metric, Outcome, Rung, Sweep
 from lorabench.store.outcomes import decode_outcomes
 
 META_COLUMNS = ("job_id", "sweep", "group_hash", "state")
 COMPOUND_FIELDS = ("variant_params", "task_params")
 ROW_COLUMNS = ["job_id", "epoch", "metric", "value"]
 SUMMARY_COLUMNS = ["job_id", "metric", "value"]
+HALVING_COLUMNS = ["job_id", "bracket_id", "arm", "rung"]
+RUNG_COLUMNS = ["job_id", "rung", "step", "score", "test_score"]
 # Outcome reads go in chunks of this many jobs (SQLite's bound-parameter limit).
 _CHUNK = 500
 
@@ -88,6 +90,13 @@ class Data:
     selects: pd.DataFrame  # the same for split "select" (held out to choose epochs and lrs)
     summary: pd.DataFrame  # job_id, metric, value
     outcomes: OutcomeSource = field(default_factory=StaticOutcomes)
+    # Successive halving (empty for grid sweeps): per halving job its bracket, arm and the rung
+    # it trains toward, waits at or ended at; every rung result the jobs reported, paused and
+    # stopped jobs included (their rung scores are all that is known of them); and the search
+    # of each sweep that searched by halving (sweep name -> the stored JSON, parsed).
+    halving: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=HALVING_COLUMNS))
+    rungs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RUNG_COLUMNS))
+    searches: dict[str, dict] = field(default_factory=dict)
 
     def only(self, mask: pd.Series) -> Data:
         ids = set(self.jobs.loc[mask, "job_id"])
@@ -97,7 +106,7 @@ class Data:
 
         return Data(
             self.jobs[mask], keep(self.evals), keep(self.selects), keep(self.summary),
-            self.outcomes,
+            self.outcomes, keep(self.halving), keep(self.rungs), self.searches,
         )  # fmt: skip
 
 
@@ -140,12 +149,13 @@ def load_data(
     engine: Engine, *, sweep: str | None = None, job_ids: Collection[int] | None = None
 ) -> Data:
     """Read jobs (of `sweep`, of `job_ids`, or all), their test/select rows and summary
-    metrics; outcomes are read later, on demand."""
+    metrics, and what successive halving recorded; outcomes are read later, on demand."""
     job_query = select(Job.id, Sweep.name, Job.config, Job.group_hash, Job.state).join(
         Sweep, Sweep.id == Job.sweep_id
     )
     if sweep is not None:
         job_query = job_query.where(Sweep.name == sweep)
+    wanted: list[int] | None = None
     if job_ids is not None:
         # A few jobs (`lorabench jobs`): read only their rows.
         wanted = sorted({int(i) for i in job_ids})
@@ -157,11 +167,12 @@ def load_data(
         .where(Metric.split.in_(("eval", "select", "summary")), Job.state == "done")
         .order_by(Metric.job_id, Metric.attempt_id, Metric.epoch)
     )  # fmt: skip
-    if job_ids is not None:
+    if wanted is not None:
         metric_query = metric_query.where(ids_in(Metric.job_id, wanted))
     with engine.connect() as conn:
         job_rows = conn.execute(job_query.order_by(Job.id)).all()
         metric_rows = conn.execute(metric_query).all()
+        halving, rungs, searches = _halving_rows(conn, sweep, wanted)
     jobs = job_frame((i, s, json.loads(c), g, st) for i, s, c, g, st in job_rows)
     metrics = pd.DataFrame.from_records(
         metric_rows, columns=["job_id", "split", "attempt_id", "epoch", "metric", "value"]
@@ -183,4 +194,39 @@ def load_data(
         split("select"),
         summary[SUMMARY_COLUMNS].reset_index(drop=True),
         OutcomeReader(engine),
+        halving,
+        rungs,
+        searches,
+    )
+
+
+def _halving_rows(
+    conn: Connection, sweep: str | None, job_ids: list[int] | None
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict]]:
+    """The halving jobs (HALVING_COLUMNS), their rung results (RUNG_COLUMNS) and the halving
+    sweeps' searches, of `sweep` or `job_ids` when given."""
+    scope = [Sweep.name == sweep] if sweep is not None else []
+    if job_ids is not None:
+        scope.append(ids_in(Job.id, job_ids))
+    jobs = conn.execute(
+        select(Job.id, Job.bracket_id, Job.arm, Job.rung)
+        .join(Sweep, Sweep.id == Job.sweep_id)
+        .where(Job.bracket_id.is_not(None), *scope)
+        .order_by(Job.id)
+    ).all()
+    rungs = conn.execute(
+        select(Rung.job_id, Rung.rung, Rung.step, Rung.score, Rung.test_score)
+        .join(Job, Job.id == Rung.job_id)
+        .join(Sweep, Sweep.id == Job.sweep_id)
+        .where(*scope)
+        .order_by(Rung.job_id, Rung.rung)
+    ).all()
+    query = select(Sweep.name, Sweep.search).where(Sweep.search.is_not(None))
+    if sweep is not None:
+        query = query.where(Sweep.name == sweep)
+    searches = {name: json.loads(text) for name, text in conn.execute(query)}
+    return (
+        pd.DataFrame.from_records(jobs, columns=HALVING_COLUMNS),
+        pd.DataFrame.from_records(rungs, columns=RUNG_COLUMNS),
+        searches,
     )

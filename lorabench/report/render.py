@@ -1,9 +1,10 @@
 r"""Write a `ReportTable` as Markdown, CSV or LaTeX, or as rich tables for the terminal.
 
 Markdown bolds the best cell of a column; ≈ (in the cell's text) marks the tied ones. The CSV
-has one line per cell in display units, with the interval, the mark and the p-value. LaTeX is
-one booktabs table per block, written by pandas' Styler: the best cell in \textbf, the tied
-ones marked $\approx$, ± as $\pm$, every label escaped.
+has one line per cell in display units, with the interval, the mark (or "(stopped, rung k)"
+for a learning rate successive halving stopped) and the p-value. LaTeX is one booktabs table
+per block, written by pandas' Styler: the best cell in \textbf, the tied ones marked
+$\approx$, ± as $\pm$, every label escaped.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from lorabench.report.cells import Block, ReportTable
+from lorabench.report.cells import Block, ReportTable, stopped_mark
 
 CSV_COLUMNS = ["block", "row", "column", "mean", "std", "n", "ci_low", "ci_high", "pending",
                "paper", "diff", "label", "mark", "p_value"]  # fmt: skip
@@ -64,7 +65,8 @@ def long_form(table: ReportTable) -> pd.DataFrame:
                     "block": block.title, "row": row, "column": column, "mean": c.mean,
                     "std": c.std, "n": c.n, "ci_low": c.low, "ci_high": c.high,
                     "pending": c.pending, "paper": c.paper, "diff": c.diff, "label": c.label,
-                    "mark": c.mark, "p_value": c.p_value,
+                    "mark": c.mark if c.stopped is None else stopped_mark(c.stopped),
+                    "p_value": c.p_value,
                 })  # fmt: skip
     return pd.DataFrame.from_records(records, columns=CSV_COLUMNS)
 

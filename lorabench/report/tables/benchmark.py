@@ -18,6 +18,7 @@ from lorabench.report.configs import format_lr, row_labels
 from lorabench.report.load import Data
 from lorabench.report.registry import register_table
 from lorabench.report.select import Scoring
+from lorabench.report.stopped import stopped_notes, stopped_scores
 
 GLUE_TASKS = (
     "glue-sst2", "glue-cola", "glue-mnli", "glue-mrpc", "glue-qnli",
@@ -43,6 +44,7 @@ def _benchmark(
     data = data.only(data.jobs["task"].isin(tasks) & data.jobs["lr"].notna())
     require_jobs(data, name)
     scores = display_scores(data, scoring)
+    stopped = stopped_scores(data, scoring)
     jobs = data.jobs.assign(lr=data.jobs["lr"].map(lr_key))
     rows = row_labels(jobs, AXES)
     variant_of = dict(zip(rows, jobs["variant"].astype(str), strict=True))
@@ -52,9 +54,11 @@ def _benchmark(
         at = jobs["lr"] == lr
         heading = f"learning rate {format_lr(lr)}"
         block = score_block(heading, jobs[at], rows[at], jobs.loc[at, "task"], scores, scoring,
-                            order=[*columns, AVG])  # fmt: skip
+                            order=[*columns, AVG], stopped=stopped)  # fmt: skip
         for row in block.rows:
-            means = [block.cell(row, t).mean for t in tasks]
+            # Final scores only: a stopped learning rate's rung score is no task mean.
+            cells = [block.cell(row, t) for t in tasks]
+            means = [c.mean if c.scored else math.nan for c in cells]
             if all(not pd.isna(m) for m in means):
                 block.cells[(row, AVG)] = Cell(sum(means) / len(means), n=1)
             if paper is not None:
@@ -69,6 +73,7 @@ def _benchmark(
         f"AVG: mean of the task means, only when all {len(tasks)} tasks have a value.",
         *score_notes(scoring, scores),
         *tie_notes(untested),
+        *stopped_notes(blocks),
     ]
     return ReportTable(name, title, blocks, notes, compare=paper is not None)
 

@@ -12,6 +12,7 @@ from lorabench.report.configs import format_lr, row_labels
 from lorabench.report.load import Data
 from lorabench.report.registry import register_table
 from lorabench.report.select import Scoring
+from lorabench.report.stopped import stopped_notes, stopped_scores
 from lorabench.report.tables.benchmark import lr_key
 
 HIGH_RANK = 64
@@ -32,12 +33,13 @@ def highrank_table(data: Data, scoring: Scoring, compare: bool = False) -> Repor
     data = data.only(data.jobs["rank"].astype(float) >= HIGH_RANK)
     require_jobs(data, f"high-rank (rank >= {HIGH_RANK})")
     scores = display_scores(data, scoring)
+    stopped = stopped_scores(data, scoring)
     jobs = data.jobs.assign(lr=data.jobs["lr"].astype(float))
     rows = row_labels(jobs, AXES, always=("rank", "alpha"))
     columns = jobs["task"].astype(str) + " " + jobs["lr"].map(format_lr)
     order = list(dict.fromkeys(columns[jobs.sort_values(["task", "lr"]).index]))
     block = score_block("rows: variant, rank, alpha; columns: task and learning rate", jobs, rows,
-                        columns, scores, scoring, order=order)  # fmt: skip
+                        columns, scores, scoring, order=order, stopped=stopped)  # fmt: skip
     if compare:
         paper = _paper()
         for index, job in jobs.iterrows():
@@ -46,6 +48,6 @@ def highrank_table(data: Data, scoring: Scoring, compare: bool = False) -> Repor
             cell = block.cells.setdefault((rows[index], columns[index]), Cell())
             cell.paper = paper.get(key, math.nan)
     untested = mark_best(block, data, scoring)
-    notes = [*score_notes(scoring, scores), *tie_notes(untested)]
+    notes = [*score_notes(scoring, scores), *tie_notes(untested), *stopped_notes([block])]
     title = f"High rank (rank >= {HIGH_RANK}; Table III layout)"
     return ReportTable("highrank", title, [block], notes, compare=compare)

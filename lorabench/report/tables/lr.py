@@ -15,6 +15,7 @@ from lorabench.report.configs import format_lr, row_labels
 from lorabench.report.load import Data
 from lorabench.report.registry import register_table
 from lorabench.report.select import Scoring, choose_lrs
+from lorabench.report.stopped import stopped_notes, stopped_scores
 
 AXES = ("task", "lr")
 BEST_LR = "best LR"
@@ -35,14 +36,23 @@ class LrBlock:
     percent: bool
 
 
-def lr_block(data: Data, scoring: Scoring, task: str, scores: pd.DataFrame) -> LrBlock:
-    """The ``task``'s configurations x learning rates from ``scores`` (`display_scores`)."""
+def lr_block(
+    data: Data,
+    scoring: Scoring,
+    task: str,
+    scores: pd.DataFrame,
+    stopped: pd.DataFrame | None = None,
+) -> LrBlock:
+    """The ``task``'s configurations x learning rates from ``scores`` (`display_scores`);
+    with ``stopped`` (`stopped_scores`), the learning rates successive halving stopped show
+    their last rung's score (never chosen: the choice reads ``scores`` only)."""
     jobs = data.jobs[data.jobs["task"] == task]
     rows = row_labels(jobs, AXES)
     lr = jobs["lr"].astype(float)
     lrs = sorted(set(lr))
     block = score_block(task, jobs, rows, lr.map(format_lr), scores, scoring,
-                        order=[format_lr(x) for x in lrs], corner="variant")  # fmt: skip
+                        order=[format_lr(x) for x in lrs], corner="variant",
+                        stopped=stopped)  # fmt: skip
     keyed = scores.merge(pd.DataFrame({"job_id": jobs["job_id"], "row": rows, "lr": lr}),
                          on="job_id")  # fmt: skip
     spec = scoring.spec(task)
@@ -58,9 +68,10 @@ def lr_table(data: Data, scoring: Scoring, compare: bool = False) -> list[Report
     """One table (and file pair, ``lr-table-<task>``) per task."""
     require_jobs(data)
     scores = display_scores(data, scoring)
+    stopped = stopped_scores(data, scoring)
     tables = []
     for task in sorted(data.jobs["task"].astype(str).unique()):
-        lr = lr_block(data, scoring, task, scores)
+        lr = lr_block(data, scoring, task, scores, stopped)
         untested = mark_best(lr.block, data, scoring)
         lr.block.columns.append(BEST_LR)
         for row in lr.block.rows:
@@ -69,6 +80,6 @@ def lr_table(data: Data, scoring: Scoring, compare: bool = False) -> list[Report
         title = f"{task}: {lr.metric} ({scoring.describe()}) by variant and learning rate"
         task_scores = scores[scores["task"] == task]
         notes = [*score_notes(scoring, task_scores), BEST_LR_NOTE[scoring.select],
-                 *tie_notes(untested)]  # fmt: skip
+                 *tie_notes(untested), *stopped_notes([lr.block])]  # fmt: skip
         tables.append(ReportTable("lr", title, [lr.block], notes, file=f"lr-table-{task}"))
     return tables

@@ -13,6 +13,7 @@ from lorabench.report.configs import format_lr, row_labels
 from lorabench.report.load import Data
 from lorabench.report.registry import register_table
 from lorabench.report.select import Scoring
+from lorabench.report.stopped import stopped_notes, stopped_scores
 
 AXES = ("task", "lr")
 
@@ -25,14 +26,16 @@ def nlg_table(data: Data, scoring: Scoring, compare: bool = False) -> ReportTabl
     data = data.only(data.jobs["task"].isin(nlg))
     require_jobs(data, "NLG")
     scores = display_scores(data, scoring)
+    stopped = stopped_scores(data, scoring)
     blocks, untested = [], Counter()
     for task in sorted(data.jobs["task"].unique()):
         jobs = data.jobs[data.jobs["task"] == task]
         lr = jobs["lr"].astype(float)
         block = score_block(f"{task}: {scoring.test_metric(task)}", jobs, row_labels(jobs, AXES),
                             lr.map(format_lr), scores, scoring,
-                            order=[format_lr(x) for x in sorted(set(lr))])  # fmt: skip
+                            order=[format_lr(x) for x in sorted(set(lr))],
+                            stopped=stopped)  # fmt: skip
         untested += mark_best(block, data, scoring)
         blocks.append(block)
-    notes = [*score_notes(scoring, scores), *tie_notes(untested)]
+    notes = [*score_notes(scoring, scores), *tie_notes(untested), *stopped_notes(blocks)]
     return ReportTable("nlg", "NLG by learning rate", blocks, notes)

@@ -20,6 +20,7 @@ from lorabench.report.configs import NothingToReport, at_value, base_point, form
 from lorabench.report.load import Data
 from lorabench.report.registry import register_table
 from lorabench.report.select import Scoring
+from lorabench.report.stopped import stopped_notes, stopped_scores
 
 SENSITIVITY_AXES = ("train_size", "batch_size", "dropout", "lr")
 
@@ -63,6 +64,7 @@ def axis_label(axis: str, value: Any) -> str:
 def sensitivity_table(data: Data, scoring: Scoring, compare: bool = False) -> ReportTable:
     require_jobs(data, "sensitivity")
     scores = display_scores(data, scoring)
+    stopped = stopped_scores(data, scoring)
     blocks, untested = [], Counter()
     for task in sorted(data.jobs["task"].unique()):
         jobs = data.jobs[data.jobs["task"] == task]
@@ -76,7 +78,7 @@ def sensitivity_table(data: Data, scoring: Scoring, compare: bool = False) -> Re
             columns = members[axis].map(lambda v, a=axis: axis_label(a, v))
             title = f"{task}: {scoring.test_metric(task)} by {axis} (base: {base_text})"
             block = score_block(title, members, rows[members.index], columns, scores, scoring,
-                                order=order)  # fmt: skip
+                                order=order, stopped=stopped)  # fmt: skip
             untested += mark_best(block, data, scoring)
             blocks.append(block)
     if not blocks:
@@ -89,5 +91,6 @@ def sensitivity_table(data: Data, scoring: Scoring, compare: bool = False) -> Re
         "smallest); a column holds the jobs that differ from it in that axis only.",
         *score_notes(scoring, scores),
         *tie_notes(untested),
+        *stopped_notes(blocks),
     ]
     return ReportTable("sensitivity", "Hyperparameter sensitivity (Fig. 6)", blocks, notes)
