@@ -363,6 +363,13 @@ def test_the_learning_rate_that_wins_every_rung_is_the_grids_run_step_for_step(t
         rungs = conn.execute(select(Rung.job_id, Rung.rung)).all()
     engine.dispose()
     assert states == ["done", "stopped", "stopped"]
+    # `results` holds the stopped ones' curves up to their rung, and no best epoch for them.
+    from lorabench.api import load_results
+
+    frame = load_results(halving_db)
+    stopped = frame[frame.state == "stopped"]
+    assert sorted(stopped.groupby("lr")["step"].max().tolist()) == [1, 1]  # rung 0: 1 step
+    assert stopped["best_epoch"].isna().all() and not (stopped.split == "summary").any()
     assert len(rungs) == len(set(rungs))  # each rung reported once per job
     # 3 arms, eta 3, rungs 1/3/9 epochs: 3 x 1 + 1 x 2 + 1 x 6 = 11 of 27 epochs trained.
     assert len(rungs) == 3 + 1 + 1

@@ -22,8 +22,10 @@ Columns, in order:
 - `split` (train | select | test | summary; stored as "eval", test is the reported split),
   `metric`, `step`, `epoch` (none on summary rows), `value` (NaN where the value was NaN/inf),
   `best` (a select or test row of the job's `best_epoch`).
-A job without metric rows (queued, running, failed, cancelled) has one row whose split, metric,
-step, epoch and value are missing, so every selected job appears.
+A job without metric rows (queued, running, failed, cancelled; a halving job waiting at a rung)
+has one row whose split, metric, step, epoch and value are missing, so every selected job
+appears. A halving job `stopped` at a rung has the rows it measured up to there (its curve
+is worth seeing; it has no summary and no `best_epoch`: its scores are not final).
 """
 
 from __future__ import annotations
@@ -129,8 +131,8 @@ def _queue_rows(engine: Engine, ids: list[int]) -> list[tuple]:
 
 
 def _metric_rows(engine: Engine, ids: list[int], splits: Sequence[str]) -> pd.DataFrame:
-    """The metric rows of finished jobs among `ids`, their last attempt's (a job's metrics are
-    written once, when it finishes), split names as the user knows them."""
+    """The metric rows of finished (or halving-stopped) jobs among `ids`, their last attempt's
+    (a job's metrics are written when it finishes), split names as the user knows them."""
     stored = {STORED[s]: s for s in splits}
     records: list[tuple] = []
     with engine.connect() as conn:
@@ -140,7 +142,7 @@ def _metric_rows(engine: Engine, ids: list[int], splits: Sequence[str]) -> pd.Da
                        Metric.epoch, Metric.value)
                 .join(Job, Job.id == Metric.job_id)
                 .where(ids_in(Metric.job_id, ids[start : start + _CHUNK]),
-                       Metric.split.in_(list(stored)), Job.state == "done")
+                       Metric.split.in_(list(stored)), Job.state.in_(("done", "stopped")))
             ).all()  # fmt: skip
     rows = pd.DataFrame.from_records(
         records, columns=["job_id", "attempt_id", "split", "metric", "step", "epoch", "value"]
