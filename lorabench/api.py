@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from lorabench.config import JobConfig
+    from lorabench.search_cost import SearchEstimate
     from lorabench.store import JobRow
 
 __all__ = ["Planned", "WorkerRun", "load_results", "plan", "run_worker", "write_report"]
@@ -36,7 +37,8 @@ __all__ = ["Planned", "WorkerRun", "load_results", "plan", "run_worker", "write_
 class Planned:
     """What `plan` did: the sweep's name and its job count; how many jobs were new and how many
     already present (0 and 0 on a dry run); on a dry run, the estimates `plan --dry-run` prints
-    (GPU-hours in total and per preset part, peak memory per job family)."""
+    (GPU-hours in total and per preset part, peak memory per job family, and for a halving
+    sweep its expected epochs and GPU-hours against the full grid's: `search`)."""
 
     sweep: str
     jobs: int
@@ -46,6 +48,7 @@ class Planned:
     gpu_hours: float | None = None
     parts: tuple[tuple[str, int, float], ...] = ()  # (label, jobs, GPU-hours) per part
     memory: tuple[Any, ...] = field(default=(), repr=False)  # memory.families rows
+    search: SearchEstimate | None = None  # a halving sweep's dry run
 
 
 @dataclass(frozen=True)
@@ -95,9 +98,10 @@ def plan(
     transaction; a job already planned is not added again. A sweep of more than `max_jobs`
     jobs (default 100,000) is refused before one is built. `db`: a SQLite path or database URL
     (default ./lorabench.db, or LORABENCH_DB)."""
-    from lorabench.cli.presets import gpu_hours, load_preset, plan_preset
+    from lorabench.cli.presets import gpu_hours, job_gpu_hours, load_preset, plan_preset
     from lorabench.config import MAX_JOBS_PER_PLAN, ConfigError, SweepSpec, check_plan_size
     from lorabench.memory import families
+    from lorabench.search_cost import estimate_search
     from lorabench.store import enqueue, opened
 
     values = {**(overrides or {}), **fields}
@@ -131,6 +135,8 @@ def plan(
             parts=tuple((label, len(part), gpu_hours(part)) for label, part in parts),
             # Peak GPU memory per family of jobs that need the same (lorabench.memory).
             memory=tuple(families(job.model_dump(mode="json") for job in jobs)),
+            search=estimate_search(spec.search, jobs, job_gpu_hours)
+            if spec.search.halving else None,
         )  # fmt: skip
     with opened(db, create=True) as engine:
         halving = spec.search.halving  # a preset's parts share it (flags give every part the same)

@@ -33,6 +33,19 @@ def split_name(split: str) -> str:
     return name
 
 
+# How much of a training pool the `select` split holds out (`lorabench.tasks.selection.carve`),
+# here without torch so that `plan --dry-run` can count a job's steps per epoch.
+SELECT_FRACTION = 0.1
+SELECT_CAP = 1000  # classification: one forward pass per example
+
+
+def select_size(pool: int, *, fraction: float = SELECT_FRACTION, cap: int = SELECT_CAP) -> int:
+    """How many of a pool of `pool` examples are held out (none of a pool of one)."""
+    if pool < 2:
+        return 0
+    return min(cap, max(1, round(pool * fraction)), pool - 1)
+
+
 @dataclass(frozen=True)
 class TaskDefaults:
     """Settings a job inherits from its task unless the sweep overrides them."""
@@ -123,6 +136,9 @@ class TaskInfo:
     select_metric: str | None = None
     # Overrides of METRIC_SPECS for this task's metrics (a task with its own metric adds it).
     metric_specs: tuple[MetricSpec, ...] = ()
+    # Examples in the training pool before `select` is held out, where the catalog knows the
+    # data (None: unknown); `plan --dry-run` counts steps per epoch from it (no train_size).
+    train_rows: int | None = None
 
     def metric_spec(self, metric: str) -> MetricSpec:
         """The declaration of one of this task's metrics; unknown names are an error."""

@@ -14,6 +14,7 @@ from lorabench.cli.common import DbOption, console, split_list, user_errors
 
 if TYPE_CHECKING:
     from lorabench.api import Planned
+    from lorabench.search_cost import SearchEstimate
 
 # Flags that name one JobConfig axis each; a comma-separated value sweeps it.
 AXIS_FLAGS = {
@@ -202,6 +203,31 @@ def print_estimate(result: Planned) -> None:
     if len(result.parts) > 1:
         for label, count, hours in result.parts:
             console.print(f"  {label}: {count} jobs, ~{format_hours(hours)} GPU-hours")
-    console.print(f"estimated GPU-hours: ~{format_hours(result.gpu_hours or 0.0)}")
+    full = " as a full grid" if result.search else ""
+    console.print(f"estimated GPU-hours: ~{format_hours(result.gpu_hours or 0.0)}{full}")
+    if result.search:
+        print_search(result.search)
     console.print(f"({ESTIMATE_NOTE})", style="dim", highlight=False)
     print_memory(result.memory)
+
+
+def print_search(estimate: SearchEstimate) -> None:
+    """A halving sweep's expected epochs and GPU-hours against its full grid's."""
+    from lorabench.cli.presets import format_hours
+
+    search = estimate.search
+    unit = search.unit.removesuffix("s") if search.min_budget == 1 else search.unit
+    epochs = ""
+    if estimate.grid_epochs:  # none known: every job has max_steps and unknown steps per epoch
+        epochs = (f"~{format_hours(estimate.expected_epochs)} of the full grid's "
+                  f"{format_hours(estimate.grid_epochs)} epochs "
+                  f"({estimate.epoch_fraction:.1%}), ")  # fmt: skip
+    console.print(
+        f"search halving (eta {search.eta}, first rung {search.min_budget} {unit}), "
+        f"{estimate.brackets} bracket(s): expected {epochs}"
+        f"~{format_hours(estimate.expected_gpu_hours)} of "
+        f"~{format_hours(estimate.grid_gpu_hours)} GPU-hours",
+        highlight=False,
+    )
+    for assumption in estimate.assumptions:
+        console.print(f"({assumption})", style="dim", highlight=False)

@@ -13,17 +13,11 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+# The size rule lives in the catalog, which `plan --dry-run` reads without torch.
+from lorabench.catalog.task import SELECT_CAP, SELECT_FRACTION, select_size
+
 SELECT_SEED = 1  # apart from the subset seeds (0), so a held-out set is not also a subset's
-SELECT_FRACTION = 0.1
-SELECT_CAP = 1000  # classification: one forward pass per example
 GENERATION_SELECT_CAP = 200  # each example costs a generation (hundreds of forward passes)
-
-
-def select_size(pool: int, *, fraction: float = SELECT_FRACTION, cap: int = SELECT_CAP) -> int:
-    """How many of a pool of `pool` examples are held out (none of a pool of one)."""
-    if pool < 2:
-        return 0
-    return min(cap, max(1, round(pool * fraction)), pool - 1)
 
 
 def carve(

@@ -26,6 +26,7 @@ class GlueSpec:
     metrics: tuple[str, ...]  # the first is the paper's score for the task
     # (split, suffix of its metric names): MNLI scores two validation sets.
     validation: tuple[tuple[str, str], ...] = (("validation", ""),)
+    train_rows: int | None = None  # GLUE's train split (nyu-mll/glue), for plan --dry-run
 
     @property
     def regression(self) -> bool:
@@ -44,23 +45,25 @@ class GlueSpec:
 # accuracy for the rest (MRPC included).
 SPECS = (
     GlueSpec("cola", "CoLA acceptability", ("sentence",), ("unacceptable", "acceptable"),
-             ("matthews_correlation", "accuracy")),
-    GlueSpec("sst2", "SST-2 sentiment", ("sentence",), ("negative", "positive"), ("accuracy",)),
+             ("matthews_correlation", "accuracy"), train_rows=8_551),
+    GlueSpec("sst2", "SST-2 sentiment", ("sentence",), ("negative", "positive"), ("accuracy",),
+             train_rows=67_349),
     GlueSpec("mrpc", "MRPC paraphrase", ("sentence1", "sentence2"),
-             ("not_equivalent", "equivalent"), ("accuracy", "f1")),
+             ("not_equivalent", "equivalent"), ("accuracy", "f1"), train_rows=3_668),
     GlueSpec("qqp", "QQP duplicate questions", ("question1", "question2"),
-             ("not_duplicate", "duplicate"), ("f1", "accuracy")),
+             ("not_duplicate", "duplicate"), ("f1", "accuracy"), train_rows=363_846),
     GlueSpec("stsb", "STS-B similarity (regression)", ("sentence1", "sentence2"), (),
-             ("pearson", "spearmanr")),
+             ("pearson", "spearmanr"), train_rows=5_749),
     GlueSpec("mnli", "MNLI inference", ("premise", "hypothesis"),
              ("entailment", "neutral", "contradiction"), ("accuracy",),
-             (("validation_matched", "_matched"), ("validation_mismatched", "_mismatched"))),
+             (("validation_matched", "_matched"), ("validation_mismatched", "_mismatched")),
+             train_rows=392_702),
     GlueSpec("qnli", "QNLI question answering", ("question", "sentence"),
-             ("entailment", "not_entailment"), ("accuracy",)),
+             ("entailment", "not_entailment"), ("accuracy",), train_rows=104_743),
     GlueSpec("rte", "RTE entailment", ("sentence1", "sentence2"),
-             ("entailment", "not_entailment"), ("accuracy",)),
+             ("entailment", "not_entailment"), ("accuracy",), train_rows=2_490),
     GlueSpec("wnli", "WNLI coreference", ("sentence1", "sentence2"),
-             ("not_entailment", "entailment"), ("accuracy",)),
+             ("not_entailment", "entailment"), ("accuracy",), train_rows=635),
 )  # fmt: skip
 
 
@@ -102,6 +105,7 @@ def _info(spec: GlueSpec) -> TaskInfo:
         summary=f"GLUE {spec.title} on RoBERTa-base; scored by {names[0]} on validation",
         implementation="lorabench.tasks.glue",
         params_cls=GlueParams,
+        train_rows=spec.train_rows,
     )
 
 

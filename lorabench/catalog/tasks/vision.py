@@ -109,6 +109,7 @@ def _info(dataset: ImageDataset) -> TaskInfo:
         ),
         implementation="lorabench.tasks.vision",
         params_cls=_params_cls(dataset),
+        train_rows=dataset.train_rows,
     )
 
 
