@@ -207,16 +207,18 @@ def test_any_arrival_order_gives_what_the_sequential_rule_gives(tmp_path: Path, 
     assert all(s in ("done", "stopped") for _, s in states.values())
 
 
+def jobs_by_lr_and_seed(engine) -> dict[tuple[float, int], int]:  # noqa: ANN001
+    with engine.connect() as conn:
+        rows = conn.execute(select(Job.id, Job.config)).all()
+    return {(json.loads(c)["lr"], json.loads(c)["seed"]): job_id for job_id, c in rows}
+
+
 def test_seeds_of_a_learning_rate_go_on_together_by_their_mean(tmp_path: Path):
     db = str(tmp_path / "h.db")
     plan_bracket(db, [1e-3, 1e-2, 1e-1], seeds=(0, 1), eta=2, epochs=3)  # rungs 1, 2, 3 epochs
     engine = open_engine(db)
     worker = register_worker(engine, "cpu")
-    by_job = {}
-    with engine.connect() as conn:
-        for job_id, config in conn.execute(select(Job.id, Job.config)):
-            c = json.loads(config)
-            by_job[(c["lr"], c["seed"])] = job_id
+    by_job = jobs_by_lr_and_seed(engine)
     # lr 1e-2 has the best seed (0.9) but the worse mean (0.9 + 0.1); 1e-3 the best mean.
     rung0 = {(1e-3, 0): 0.6, (1e-3, 1): 0.6, (1e-2, 0): 0.9, (1e-2, 1): 0.1,
              (1e-1, 0): 0.2, (1e-1, 1): 0.2}  # fmt: skip
@@ -239,11 +241,7 @@ def test_an_arm_waits_while_a_seed_runs_and_a_failed_seed_drops_out(tmp_path: Pa
     plan_bracket(db, [1e-3, 1e-2], seeds=(0, 1), eta=2, epochs=3)
     engine = open_engine(db)
     worker = register_worker(engine, "cpu")
-    ids = {}
-    with engine.connect() as conn:
-        for job_id, config in conn.execute(select(Job.id, Job.config)):
-            c = json.loads(config)
-            ids[(c["lr"], c["seed"])] = job_id
+    ids = jobs_by_lr_and_seed(engine)
     for key, value in (((1e-3, 0), 0.9), ((1e-2, 0), 0.1), ((1e-2, 1), 0.1)):
         assert pause(engine, claim_job(engine, worker, ids[key]), [],
                      RungRow(1, value)) == "paused"  # fmt: skip
