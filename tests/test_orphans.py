@@ -493,6 +493,12 @@ def test_a_database_of_the_previous_schema_gains_the_worker_identity_by_db_upgra
         conn.execute(text("ALTER TABLE worker DROP COLUMN process_start"))
         conn.execute(text("ALTER TABLE sweep DROP COLUMN pack"))
         conn.execute(text("ALTER TABLE sweep DROP COLUMN tracking"))
+        conn.execute(text("DROP TABLE rung"))
+        conn.execute(text("DROP TABLE bracket"))
+        conn.execute(text("DROP INDEX ix_job_bracket_id"))
+        for column in ("bracket_id", "arm", "rung"):
+            conn.execute(text(f"ALTER TABLE job DROP COLUMN {column}"))
+        conn.execute(text("ALTER TABLE sweep DROP COLUMN search"))
         conn.execute(SchemaVersion.__table__.delete())
         conn.execute(SchemaVersion.__table__.insert().values(version=1, applied_at=0))
     engine.dispose()
@@ -505,6 +511,7 @@ def test_a_database_of_the_previous_schema_gains_the_worker_identity_by_db_upgra
         "created table outcome",
         "added sweep.pack",
         "added sweep.tracking",
+        "added successive halving (bracket, rung, job.rung)",
     )
     assert upgrade(engine).done == ()  # once
     engine.dispose()
