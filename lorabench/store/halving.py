@@ -117,7 +117,7 @@ def decide(
         reported: dict[str, float] = {}
         pending = False
         for arm, members in arms.items():
-            live = [s for s in members if s.state not in GONE]
+            live = _live(members)
             if not live:
                 continue
             if all((s.job_id, k) in scores for s in live):
@@ -125,9 +125,8 @@ def decide(
             elif not any(s.state == "stopped" for s in live):
                 pending = True  # it may still report rung k
         ranked = sorted(reported, key=lambda arm: (-reported[arm], float(arm), arm))
-        waiting = [arm for arm in ranked if _waiting(arms[arm], k)]
         for arm in ranked[: len(ranked) // eta]:
-            if arm in waiting:
+            if _waiting(arms[arm], k):
                 _promote(arms[arm], k, promoted)
         if pending or not ranked:
             continue
