@@ -199,10 +199,8 @@ def _has_jobs(conn: Connection, sweep_id: int) -> bool:
 def _search_name(search_json: str | None) -> str:
     if search_json is None:
         return "grid"
-    search = json.loads(search_json)
-    return f"halving (eta {search.get('eta')}, min_budget {search.get('min_budget')} " + (
-        f"{search.get('unit')})"
-    )
+    eta, budget, unit = (json.loads(search_json).get(k) for k in ("eta", "min_budget", "unit"))
+    return f"halving (eta {eta}, min_budget {budget} {unit})"
 
 
 def _brackets(
