@@ -12,10 +12,10 @@ from pathlib import Path
 from sqlmodel import Session, select
 
 from lorabench.config import resolve_job
+from lorabench.outcomes import encode_outcomes
 from lorabench.report.load import Data, load_data
 from lorabench.store import open_engine, opened
 from lorabench.store.models import Attempt, Job, Metric, Outcome, Sweep, Worker
-from lorabench.store.outcomes import encode_outcomes
 
 PerEpoch = Mapping[str, Sequence[float | None]]  # metric -> value per epoch (1, 2, ...)
 

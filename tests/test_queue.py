@@ -100,7 +100,7 @@ def test_expired_lease_is_reclaimed_and_the_old_token_is_fenced_out(engine):
 
 
 def test_outcomes_are_written_with_the_metrics_and_fenced_by_the_lease(engine):
-    from lorabench.store.outcomes import decode_outcomes, encode_outcomes
+    from lorabench.outcomes import decode_outcomes, encode_outcomes
 
     enqueue(engine, "s", configs(1))
     w1, w2 = register_worker(engine, "cpu"), register_worker(engine, "cpu")

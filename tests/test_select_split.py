@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from lorabench.cli import app
 from lorabench.config import resolve_job
+from lorabench.outcomes import decode_outcomes
 from lorabench.store import open_engine
 from lorabench.store.models import Job, Metric, Outcome
-from lorabench.store.outcomes import decode_outcomes
 from lorabench.train import Interrupted, train_job
 from lorabench.train.checkpoint import load_checkpoint
 from lorabench.train.packed import train_packed

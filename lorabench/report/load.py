@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, bindparam, inspect, select
 
+from lorabench.outcomes import decode_outcomes
 from lorabench.store.models import Job, Metric, Outcome, Rung, Sweep
-from lorabench.store.outcomes import decode_outcomes
 
 META_COLUMNS = ("job_id", "sweep", "group_hash", "state")
 COMPOUND_FIELDS = ("variant_params", "task_params")

@@ -89,7 +89,7 @@ class MetricRow:
 
 @dataclass(frozen=True)
 class OutcomeRow:
-    """One evaluation's per-example results, encoded by `store.outcomes.encode_outcomes`."""
+    """One evaluation's per-example results, encoded by `lorabench.outcomes.encode_outcomes`."""
 
     split: str
     epoch: int

@@ -86,7 +86,7 @@ def _use_threads(options: dict[str, Any]) -> dict[str, Any]:
 def _done(result: Any) -> Done:
     import torch
 
-    from lorabench.store.outcomes import encode_outcomes
+    from lorabench.outcomes import encode_outcomes
 
     # Encoded (compressed) here, so the message that crosses to the worker stays small.
     outcomes = [(split, epoch, encode_outcomes(arrays)) for split, epoch, arrays in result.outcomes]

@@ -95,15 +95,18 @@ class WorkerSettings:
             )
 
 
+# What the fork server imports once for all jobs; a module a job's child imports beyond these
+# is imported again by every job (tests/test_worker_imports.py).
+FORK_SERVER_PRELOAD = ("lorabench.worker.lifeline", "lorabench.worker.child", "lorabench.train")
+
+
 def _context() -> multiprocessing.context.BaseContext:
     # A fork server imports torch and transformers once; each job then starts in well under a
     # second, and never inherits the supervisor's threads (which plain fork would). `lifeline`
     # comes first: the fork server arms itself to die with the worker before the slow imports.
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(
-            ["lorabench.worker.lifeline", "lorabench.worker.child", "lorabench.train"]
-        )
+        context.set_forkserver_preload(list(FORK_SERVER_PRELOAD))
         return context
     return multiprocessing.get_context("spawn")
 
