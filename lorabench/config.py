@@ -297,12 +297,14 @@ class SweepSpec(_Numbers):
             "priority": self.priority,
             "pack": self.pack,
             "log": list(self.log),
-            "search": self.search.model_dump(),
+            "search": self.search.model_dump(exclude_unset=True),
             **{k: list(v) for k, v in self.axes.items()},
         }
         values = dict(values)
-        if isinstance(values.get("search"), Mapping):  # flags refine the file's search
-            values["search"] = {**self.search.model_dump(), **values["search"]}
+        flags = values.get("search")
+        # Flags refine the file's halving search; `--search grid` replaces it whole.
+        if isinstance(flags, Mapping) and flags.get("method") != "grid":
+            values["search"] = {**self.search.model_dump(exclude_unset=True), **flags}
         merged.update(values)
         return SweepSpec.from_mapping(merged, source=source)
 

@@ -33,6 +33,17 @@ class SearchSpec(BaseModel):
     def _from_name(cls, value: Any) -> Any:
         return {"method": value} if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _options_need_halving(self) -> SearchSpec:
+        options = sorted(self.model_fields_set & {"eta", "min_budget", "unit"})
+        if self.method == "grid" and options:
+            raise ValueError(
+                f"{' and '.join(options)} {'applies' if len(options) == 1 else 'apply'} only to "
+                "successive halving: add --search halving "
+                '(search = {method = "halving", ...} in a sweep file)'
+            )
+        return self
+
     @property
     def halving(self) -> bool:
         return self.method == "halving"

@@ -72,6 +72,13 @@ def test_a_search_is_a_name_or_a_table_and_bad_values_are_refused():
                 {"method": "halving", "rungs": 3}):  # fmt: skip
         with pytest.raises(ValueError):
             SearchSpec.model_validate(bad)
+    # Halving's options on a grid would be silently ignored: refused, naming what to add.
+    for options, named in (({"eta": 3}, "eta applies"),
+                           ({"method": "grid", "min_budget": 2, "unit": "steps"},
+                            "min_budget and unit apply")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"{named} only to successive halving: add --search"):
+            SearchSpec.model_validate(options)
+    assert SearchSpec.model_validate({"method": "grid"}) == SearchSpec()
 
 
 # --- the rule, as a reference computed sequentially ----------------------------------------------
@@ -315,6 +322,15 @@ def test_plan_flags_refine_a_sweep_files_search(tmp_path: Path):
                                   "unit": "epochs"}  # fmt: skip
     bad = CliRunner().invoke(app, ["plan", str(sweep), "--eta", "1", "--db", db])
     assert bad.exit_code == 2 and "search.eta" in bad.output
+    # --search grid replaces the file's halving table whole (its eta does not make it invalid).
+    grid = CliRunner().invoke(app, ["plan", str(sweep), "--search", "grid", "--dry-run"])
+    assert grid.exit_code == 0, grid.output
+    assert "halving" not in grid.output
+    # Halving's options without halving: refused, not ignored.
+    lone = CliRunner().invoke(app, ["plan", "--task", "noop", "--variant", "lora", "--lr", "1e-3",
+                                    "--eta", "2", "--db", db])  # fmt: skip
+    assert lone.exit_code == 2
+    assert "eta applies only to successive halving: add --search halving" in lone.output
 
 
 # --- end to end on the noop task -----------------------------------------------------------------
