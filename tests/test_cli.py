@@ -105,6 +105,14 @@ def test_status_cancel_retry(tmp_path: Path):
     assert status.exit_code == 0 and "default" in status.output
     assert "requeued 4 job(s)" in invoke("retry", "--db", db, "--sweep", "default").output
     assert invoke("cancel", "--db", db).exit_code == 2  # must say what to cancel
+    # Jobs named by id that the command does not act on are named, with their state and why.
+    cancel = invoke("cancel", "--db", db, "--jobs", "1,2").output
+    assert "cancelled 2 queued job(s)" in cancel and "left as they are" not in cancel
+    retried = invoke("retry", "--db", db, "--jobs", "1,3,4", "--no-cancelled").output
+    assert retried.splitlines() == [
+        "requeued 0 job(s)",
+        "left as they are: job 1 cancelled; jobs 3, 4 queued (retry requeues failed jobs)",
+    ]
 
 
 def test_unknown_report_names_are_clear_errors(tmp_path: Path):

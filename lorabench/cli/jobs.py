@@ -40,6 +40,23 @@ def require_names(engine, sweep: str | None, ids: list[int] | None) -> None:  # 
     require_jobs(engine, ids)
 
 
+def _left_alone(before: dict[int, str], acted_on: tuple[str, ...], rule: str) -> str | None:
+    """For jobs named by id: which ones the command left as they were, and why (their state),
+    e.g. "left as they are: job 3 done, jobs 4, 5 stopped (retry requeues failed and cancelled
+    jobs)". None when it acted on every one."""
+    by_state: dict[str, list[int]] = {}
+    for job_id, state in sorted(before.items()):
+        if state not in acted_on:
+            by_state.setdefault(state, []).append(job_id)
+    if not by_state:
+        return None
+    parts = [
+        f"job{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))} {state}"
+        for state, ids in by_state.items()
+    ]
+    return f"left as they are: {'; '.join(parts)} ({rule})"
+
+
 def retry_command(
     sweep: SweepOption = None,
     jobs: JobIds = None,
@@ -47,20 +64,24 @@ def retry_command(
     db: DbOption = None,
 ) -> None:
     """Queue failed (and cancelled) jobs again with a fresh attempt budget."""
-    from lorabench.store import opened, retry
+    from lorabench.store import job_states, opened, retry
 
     states = ("failed", "cancelled") if cancelled else ("failed",)
     with user_errors():
         ids = _ids(jobs)
     with user_errors(), opened(db) as engine:
         require_names(engine, sweep, ids)
+        before = job_states(engine, ids or ())
         count = retry(engine, sweep=sweep, job_ids=ids, states=states)
     console.print(f"requeued {count} job(s)")
+    rule = "retry requeues " + (" and ".join(states)) + " jobs"
+    if note := _left_alone(before, states, rule):
+        console.print(note, highlight=False, soft_wrap=True)
 
 
 def cancel_command(sweep: SweepOption = None, jobs: JobIds = None, db: DbOption = None) -> None:
     """Cancel queued jobs; running ones stop at their next heartbeat (checkpoint kept)."""
-    from lorabench.store import cancel, opened
+    from lorabench.store import cancel, job_states, opened
 
     with user_errors():
         ids = _ids(jobs)
@@ -68,5 +89,9 @@ def cancel_command(sweep: SweepOption = None, jobs: JobIds = None, db: DbOption 
             raise ValueError("say what to cancel: --sweep NAME and/or --jobs 1,2,3")
     with user_errors(), opened(db) as engine:
         require_names(engine, sweep, ids)
+        before = job_states(engine, ids or ())
         cancelled, requested = cancel(engine, sweep=sweep, job_ids=ids)
     console.print(f"cancelled {cancelled} queued job(s); asked {requested} running job(s) to stop")
+    rule = "cancel stops queued, paused and running jobs"
+    if note := _left_alone(before, ("queued", "paused", "running"), rule):
+        console.print(note, highlight=False, soft_wrap=True)

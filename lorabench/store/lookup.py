@@ -53,6 +53,17 @@ def require_jobs(engine: Engine, job_ids: Iterable[int] | None) -> None:
         raise UnknownName(f"no {what}{_held(engine)}")
 
 
+def job_states(engine: Engine, job_ids: Iterable[int]) -> dict[int, str]:
+    """The state of each job of `job_ids` the database holds."""
+    wanted = sorted(set(job_ids))
+    states: dict[int, str] = {}
+    with engine.connect() as conn:
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            states.update(conn.execute(select(Job.id, Job.state).where(Job.id.in_(chunk))).all())
+    return states
+
+
 def _held(engine: Engine) -> str:
     """What ids exist: "; the database holds jobs 1-40" (or "; the database holds no jobs")."""
     with engine.connect() as conn:
