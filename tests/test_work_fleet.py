@@ -35,9 +35,10 @@ STUB = textwrap.dedent("""
     device = args[args.index("--gpu") + 1]
     got = []
     path = os.path.join(log_dir, f"{device}-{os.getpid()}.json")
-    def save():
-        with open(path, "w") as f:
+    def save():  # whole or not at all: the test reads these files while the stubs run
+        with open(path + ".tmp", "w") as f:
             json.dump({"args": args, "omp": os.environ.get("OMP_NUM_THREADS"), "got": got}, f)
+        os.replace(path + ".tmp", path)
     def on(signum, _):
         got.append(signal.Signals(signum).name)
         save()
