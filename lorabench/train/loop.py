@@ -305,7 +305,13 @@ def enable_grad_ckpt(model: torch.nn.Module) -> None:
         raise DeterministicFailure(
             f"--grad-ckpt: {type(model).__name__} does not support gradient checkpointing"
         )
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(
+        model, "activation_checkpointing_enable"
+    ):  # transformers >= 5.x; the old name goes in v6
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     # Hugging Face also hooks the embeddings to output tensors that require grad, which only
     # reentrant checkpointing needs (and vmap, in packed training, forbids): undo it.
     if hasattr(model, "disable_input_require_grads"):
