@@ -103,6 +103,16 @@ def test_the_jobs_command_prints_one_row_per_job(db: str):
     assert all(row[9].endswith("ago") for row in table_rows(result.output))
 
 
+def test_piped_output_prints_the_table_whole_not_squeezed_to_80_columns(db: str):
+    """Captured output is no terminal: the table keeps its natural width, no cell cut to "…"."""
+    result = runner.invoke(app, ["jobs", "--db", db], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    assert max(len(line) for line in result.output.splitlines()) > 80
+    cells = [row[:9] for row in table_rows(result.output)]
+    assert cells[1] == ["2", "a", "lora-plus", "noop", "0.01", "1", "done", "2/3", "-0.1000 score"]
+
+
 def test_the_jobs_command_filters_and_limits(db: str):
     args = ["jobs", "--db", db, "--state", "done,queued", "--variant", "lora", "--limit", "1"]
     result = runner.invoke(app, args, terminal_width=200)

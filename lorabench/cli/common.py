@@ -10,11 +10,30 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+PIPED_WIDTH = 200
+
+
+def print_whole(renderable: RenderableType) -> None:
+    """Print a table at its natural width when the output is not a terminal (a pipe, a file, a
+    test's captured output): there is no width to fit, and rich would otherwise squeeze it into
+    80 columns and cut its numbers to "1…". On a terminal, rich fits it to the window."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    natural = console.measure(renderable, options=console.options.update_width(10_000))
+    # Up to PIPED_WIDTH columns, more only where a word would be cut; long prose cells (a
+    # variant's defaults) wrap there instead of making lines hundreds of characters long.
+    width = max(console.width, min(natural.maximum, max(natural.minimum, PIPED_WIDTH)))
+    # Console.print caps its `width` at the console's own: a console as wide as the table.
+    Console(width=width, file=console.file).print(renderable)
+
 
 DbOption = Annotated[
     str | None,

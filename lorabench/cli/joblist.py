@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lorabench.cli.common import DbOption, console, split_list, user_errors
+from lorabench.cli.common import DbOption, print_whole, split_list, user_errors
 
 jobs_app = typer.Typer(
     help="List jobs (filters: --sweep, --state, --variant, --task, --limit); `jobs show ID` "
@@ -50,7 +50,7 @@ def jobs_list_command(
             engine, sweep=sweep, states=split_list(state) or (),
             variants=split_list(variant) or (), tasks=split_list(task) or (), limit=limit,
         )  # fmt: skip
-    console.print(render_job_list(jobs))
+    print_whole(render_job_list(jobs))
 
 
 @jobs_app.command("show")
@@ -71,4 +71,4 @@ def jobs_show_command(
         check_job_id(job_id)
         with opened(db, read_only=True) as engine:
             detail = job_detail(engine, job_id)
-    console.print(render_job_detail(detail))
+    print_whole(render_job_detail(detail))

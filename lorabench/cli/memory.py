@@ -10,7 +10,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from lorabench.cli.common import console
+from lorabench.cli.common import console, print_whole
 
 if TYPE_CHECKING:
     from lorabench.memory import Family
@@ -63,7 +63,7 @@ def memory_table(found: Sequence[Family], title: str) -> Table:
 def print_memory(found: Sequence[Family], title: str = "peak GPU memory per job family") -> None:
     estimated = [family for family in found if family.estimate is not None]
     if estimated:
-        console.print(memory_table(estimated, title))
+        print_whole(memory_table(estimated, title))
     for family in found:
         if family.estimate is None:
             console.print(f"{escape(family.label)}: {family.problem}", highlight=False)

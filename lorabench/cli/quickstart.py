@@ -13,6 +13,7 @@ from lorabench.cli.common import (
     LogDirOption,
     LogOption,
     console,
+    print_whole,
     quiet_libraries,
     tracking_backends,
     user_errors,
@@ -108,5 +109,5 @@ def print_finding(*, db: str | None, sweep: str) -> None:
         found = finding(data, scoring, task)
     spec = scoring.spec(task)
     table, sentence = render_finding(found, metric=spec.name, percent=spec.percent)
-    console.print(table)
+    print_whole(table)
     console.print(sentence, highlight=False, markup=False)  # intervals in [ ] are no markup

@@ -13,6 +13,7 @@ from lorabench.cli.common import (
     TaskOption,
     WhereOption,
     console,
+    print_whole,
     split_list,
     user_errors,
 )
@@ -126,7 +127,7 @@ def write_report(
         if table is not None:
             for report in build_tables(table, data, scoring, compare=compare is not None):
                 for rich in rich_tables(report):
-                    console.print(rich)
+                    print_whole(rich)
                 for note in report.notes:
                     console.print(note, highlight=False, markup=False)
                 tables = [f for f in formats if f in ("md", "csv", "tex")]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lorabench.cli.common import DbOption, console, require_finite, user_errors
+from lorabench.cli.common import DbOption, console, print_whole, require_finite, user_errors
 
 
 def status_command(
@@ -33,7 +33,7 @@ def status_command(
     with user_errors(), opened(db, read_only=True) as engine:
         require_sweep(engine, sweep)  # a misspelt name is an error, not "no jobs planned"
         if not watch:
-            console.print(render_snapshot(take_snapshot(engine, sweep=sweep)))
+            print_whole(render_snapshot(take_snapshot(engine, sweep=sweep)))
             return
         _watch(engine, sweep=sweep, interval=interval, iterations=iterations)
 

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from lorabench.cli.common import console, user_errors
+from lorabench.cli.common import console, print_whole, user_errors
 from lorabench.cli.memory import print_task_memory
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def variants_command() -> None:
             name, info.family, info.equations, _defaults(info.params_cls),
             "yes" if info.merges else "no", "yes" if info.peft else "no",
         )  # fmt: skip
-    console.print(table)
+    print_whole(table)
     for name in variant_names():
         note = get_variant_info(name).notes
         if note:
@@ -61,7 +61,7 @@ def tasks_command(
         info = get_task_info(task)
         table.add_row(task, info.family, info.defaults.model, ", ".join(_metrics(info)),
                       "yes" if info.needs_download else "no")  # fmt: skip
-    console.print(table)
+    print_whole(table)
 
 
 def _metrics(info: TaskInfo) -> list[str]:
@@ -81,7 +81,7 @@ def _task_details(info: TaskInfo) -> None:
         table.add_row(f"task_params.{field}", repr(value))
     if "sandbox" in info.params_cls.model_fields:
         table.add_row("code sandbox here", _sandbox_here())
-    console.print(table)
+    print_whole(table)
     print_task_memory(info.name)
 
 
