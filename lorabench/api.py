@@ -181,7 +181,7 @@ def run_worker(
     quiet_libraries()
     device, warning = pick_device(gpu)
     if warning:
-        err_console.print(f"[yellow]warning:[/] {warning}")
+        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     settings = WorkerSettings(device=device, sweep=sweep, exit_when_empty=exit_when_empty,
                               runs_dir=Path(runs_dir), **options)  # fmt: skip
     with opened(db) as engine, WorkerView(console) as view:

@@ -166,3 +166,20 @@ def test_a_job_whose_lease_was_lost_before_it_started_is_reported_not_run(tmp_pa
     assert "lease lost" in output.getvalue() and "not started" in output.getvalue()
     assert not (tmp_path / "runs").exists()
     assert job_rows(db)[stale.job_id][:2] == ("running", 2)  # the taker's attempt
+
+
+def test_a_workers_messages_stay_one_line_each_in_a_pipe():
+    """Wrapped at the console's width, one message would read as two lines in a log (and as two
+    prefixed lines under `work --gpu 0,1`)."""
+    import io
+
+    from rich.console import Console
+
+    from lorabench.worker import WorkerView
+
+    output = io.StringIO()
+    view = WorkerView(Console(file=output, width=40))  # a StringIO is no terminal
+    message = "done job 7 rslora lr=0.001 seed=0 bbc-news: accuracy 0.9500 (select 0.9433)"
+    view.say(message)
+    view.job_ended(message)
+    assert output.getvalue() == f"{message}\n{message}\n"

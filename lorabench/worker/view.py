@@ -70,7 +70,12 @@ class WorkerView:
         if self._bar is not None:
             self.progress.remove_task(self._bar)
             self._bar = None
-        self.console.print(message)
+        self._print(message)
 
     def say(self, message: str) -> None:
-        self.console.print(message)
+        self._print(message)
+
+    def _print(self, message: str) -> None:
+        # Into a pipe (a log file, `work --gpu 0,1`'s prefixing of each worker's lines) a
+        # message stays one line: wrapped at 80 columns it would read as two.
+        self.console.print(message, soft_wrap=not self.console.is_terminal)
