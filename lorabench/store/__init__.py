@@ -1,13 +1,7 @@
 """The job database: schema, engines, queue operations."""
 
 from lorabench.store.engine import DEFAULT_DB, StoreError, normalise_url, open_engine, opened
-from lorabench.store.lookup import (
-    UnknownName,
-    job_states,
-    require_jobs,
-    require_sweep,
-    sweep_names,
-)
+from lorabench.store.lookup import UnknownName, require_jobs, require_sweep, sweep_names
 from lorabench.store.queue import (
     ClaimedJob,
     EnqueueResult,
@@ -75,5 +69,4 @@ __all__ = [
     "set_out_dir",
     "stop_worker",
     "sweep_names",
-    "job_states",
 ]

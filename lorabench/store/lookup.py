@@ -38,29 +38,20 @@ def require_sweep(engine: Engine, name: str | None) -> None:
         raise UnknownName(unknown_name("sweep", name, names, listed_as="sweeps in the database"))
 
 
-def require_jobs(engine: Engine, job_ids: Iterable[int] | None) -> None:
-    """Raise UnknownName naming every id in `job_ids` that no job has."""
+def require_jobs(engine: Engine, job_ids: Iterable[int] | None) -> dict[int, str]:
+    """Raise UnknownName naming every id in `job_ids` that no job has; else return the state
+    of each named job (what `retry` and `cancel` say of the jobs they leave alone)."""
     wanted = sorted(set(job_ids or ()))
-    found: set[int] = set()
-    with engine.connect() as conn:
-        for start in range(0, len(wanted), _CHUNK):
-            chunk = wanted[start : start + _CHUNK]
-            found.update(conn.execute(select(Job.id).where(Job.id.in_(chunk))).scalars())
-    missing = [job_id for job_id in wanted if job_id not in found]
-    if missing:
-        what = f"job with id {missing[0]}" if len(missing) == 1 else (
-            "jobs with ids " + ", ".join(str(i) for i in missing))  # fmt: skip
-        raise UnknownName(f"no {what}{_held(engine)}")
-
-
-def job_states(engine: Engine, job_ids: Iterable[int]) -> dict[int, str]:
-    """The state of each job of `job_ids` the database holds."""
-    wanted = sorted(set(job_ids))
     states: dict[int, str] = {}
     with engine.connect() as conn:
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
             states.update(conn.execute(select(Job.id, Job.state).where(Job.id.in_(chunk))).all())
+    missing = [job_id for job_id in wanted if job_id not in states]
+    if missing:
+        what = f"job with id {missing[0]}" if len(missing) == 1 else (
+            "jobs with ids " + ", ".join(str(i) for i in missing))  # fmt: skip
+        raise UnknownName(f"no {what}{_held(engine)}")
     return states
 
 

@@ -777,6 +777,10 @@ def _select_jobs(sweep: str | None, job_ids: Sequence[int] | None):  # noqa: ANN
     return condition
 
 
+# The states `cancel` ends at once; a running job is asked to stop instead.
+CANCELLED_AT_ONCE = ("queued", "paused")
+
+
 def cancel(
     engine: Engine, *, sweep: str | None = None, job_ids: Sequence[int] | None = None
 ) -> tuple[int, int]:
@@ -788,7 +792,7 @@ def cancel(
         brackets = lock_brackets(conn, brackets_of(conn, which))
         cancelled = conn.execute(
             update(Job)
-            .where(which, Job.state.in_(("queued", "paused")))
+            .where(which, Job.state.in_(CANCELLED_AT_ONCE))
             .values(state="cancelled", finished_at=now, updated_at=now, error="cancelled")
         ).rowcount
         requested = conn.execute(

@@ -306,9 +306,8 @@ def enable_grad_ckpt(model: torch.nn.Module) -> None:
             f"--grad-ckpt: {type(model).__name__} does not support gradient checkpointing"
         )
     kwargs = {"use_reentrant": False}
-    if hasattr(
-        model, "activation_checkpointing_enable"
-    ):  # transformers >= 5.x; the old name goes in v6
+    # transformers 5 renamed it; the old name is deprecated and goes in v6.
+    if hasattr(model, "activation_checkpointing_enable"):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
